@@ -1,0 +1,27 @@
+# Two commands: `make demo` (set up, then run the whole pipeline on the embedded synthetic
+# dataset) and `make test` (set up, then run the tests). Both create .venv on first use.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+# Rules call `python -m pipeline.<stage>`: the venv's python must come first on PATH.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --workflow-profile none --scheduler greedy
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf results .snakemake

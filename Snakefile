@@ -1,0 +1,22 @@
+# actorseg: actor-action semantic segmentation on A2D as a DAG of cached stages.
+# The Snakefile wires; pipeline/ computes. Every rule is one `python -m pipeline.<stage>` call.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.20")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

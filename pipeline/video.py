@@ -1,0 +1,80 @@
+"""Decoding clips with OpenCV. Frame ids are 1-based, as in A2D (ffmpeg's image2 numbering)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.errors import DataError
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    n_frames: int
+    height: int
+    width: int
+    fps: float
+
+
+def probe_clip(path: str | Path) -> ClipInfo:
+    """Container metadata of a clip (frame count as reported by the container).
+
+    Raises DataError if the file is missing or OpenCV cannot open it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "clip not found")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise DataError(path, "unreadable video (OpenCV cannot open it)")
+        info = ClipInfo(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+                        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                        float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
+    finally:
+        cap.release()
+    if info.n_frames <= 0 or info.height <= 0 or info.width <= 0:
+        raise DataError(path, f"unreadable video (reports {info.n_frames} frames of "
+                              f"{info.height}x{info.width})")
+    return info
+
+
+def read_frames(path: str | Path, frame_ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """Decode the clip once, sequentially, and keep the requested 1-based frames.
+
+    Returns:
+        ``{frame_id: (H, W, 3) uint8 RGB}`` for every requested id.
+
+    Raises:
+        DataError: naming the clip, if it cannot be decoded or ends before a requested frame.
+    """
+    path = Path(path)
+    wanted = sorted(set(int(i) for i in frame_ids))
+    if wanted and wanted[0] < 1:
+        raise DataError(path, f"frame ids are 1-based, got {wanted[0]}")
+    if not path.is_file():
+        raise DataError(path, "clip not found")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(path, "unreadable video (OpenCV cannot open it)")
+    out: dict[int, np.ndarray] = {}
+    last = wanted[-1] if wanted else 0
+    index = 0
+    try:
+        while index < last:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            index += 1
+            if index in wanted:
+                out[index] = np.ascontiguousarray(bgr[..., ::-1])
+    finally:
+        cap.release()
+    if index < last:
+        raise DataError(path, f"clip has {index} decodable frames but frame {last} is needed")
+    return out
