@@ -14,6 +14,8 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/flow.smk"
 
 
 rule all:

@@ -113,12 +113,15 @@ def file_sha256(path: str | Path, limit: int | None = None) -> str:
 
 
 def versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape a cache (read from package metadata:
+    importing torch here would add seconds to every stage job)."""
+    from importlib import metadata
+
     out = {"actorseg": pipeline.__version__, "python": platform.python_version()}
-    for name in ("numpy", "h5py", "torch", "torchvision", "cv2"):
+    for dist in ("numpy", "h5py", "torch", "torchvision", "opencv-python", "ptlflow"):
         try:
-            mod = __import__(name)
-            out[name] = str(getattr(mod, "__version__", "?"))
-        except ImportError:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     try:
         import h5py

@@ -6,6 +6,8 @@ Labels follow the release: ``label = 10 * actor + action``, background = 0. See
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 ACTORS: tuple[str, ...] = ("adult", "baby", "ball", "bird", "car", "cat", "dog")
@@ -110,6 +112,15 @@ def label_to_rgb(label: np.ndarray) -> np.ndarray:
     return _ID_TO_RGB[label.astype(np.int64)]
 
 
+@lru_cache(maxsize=1)
+def _rgb_lut() -> np.ndarray:
+    # 2^24 entries (16 MiB): one lookup per pixel instead of np.unique over the image.
+    lut = np.full(1 << 24, -1, dtype=np.int8)
+    for key, i in _RGB_KEYS.items():
+        lut[key] = i
+    return lut
+
+
 def rgb_to_label(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) uint8 label map through the palette.
 
@@ -118,13 +129,14 @@ def rgb_to_label(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    keys = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    ids = np.array([_RGB_KEYS.get(int(k), -1) for k in uniq], dtype=np.int64)
-    if (ids < 0).any():
-        off = [((int(k) >> 16) & 255, (int(k) >> 8) & 255, int(k) & 255) for k in uniq[ids < 0]]
+    keys = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    ids = _rgb_lut()[keys]
+    bad = ids < 0
+    if bad.any():
+        off = [((int(k) >> 16) & 255, (int(k) >> 8) & 255, int(k) & 255)
+               for k in np.unique(keys[bad])]
         raise ValueError(f"{len(off)} colour(s) outside the A2D palette, e.g. {off[:5]}")
-    return ids[inverse].reshape(rgb.shape[:2]).astype(np.uint8)
+    return ids.astype(np.uint8)
 
 
 def joint_to_index(label: np.ndarray) -> np.ndarray:
