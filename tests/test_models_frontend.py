@@ -1,0 +1,190 @@
+"""Front-end: dilated ResNet streams, two-stream fusion, initialisation and weight files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from pipeline.errors import DataError
+from pipeline.models.frontend import (
+    IMAGENET_MEAN, IMAGENET_STD, ResNetStream, TwoStreamFrontend, build_frontend,
+    build_resnet_stream_trunk,
+)
+
+TRUNK_CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048}
+
+
+def _trunk_features(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Tensor:
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_two_stream_shapes_and_output_stride(depth):
+    torch.manual_seed(0)
+    frontend = build_frontend(depth, two_stream=True).eval()
+    assert frontend.stride == 8
+    assert frontend.out_channels == 2 * TRUNK_CHANNELS[depth]
+    with torch.no_grad():
+        for h, w in [(45, 61), (17, 24)]:
+            rgb, flow = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w)
+            out = frontend(rgb, flow)
+            assert out.shape == (1, frontend.out_channels, math.ceil(h / 8), math.ceil(w / 8))
+            assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_dilation_is_the_atrous_trick(depth):
+    """The dilated trunk computes the strided trunk's features densely: sampling its output
+    every 4th pixel gives exactly the stride-32 network (Chen et al., the "atrous algorithm").
+    This pins the dilation and padding of every conv in layer3/layer4, BasicBlock included."""
+    torch.manual_seed(1)
+    strided = torchvision.models.get_model(f"resnet{depth}", weights=None).eval()
+    dilated = build_resnet_stream_trunk(depth).eval()
+    dilated.load_state_dict(strided.state_dict())
+    x = torch.randn(2, 3, 45, 61)
+    with torch.no_grad():
+        dense, sparse = _trunk_features(dilated, x), _trunk_features(strided, x)
+    assert dense.shape[-2:] == (6, 8) and sparse.shape[-2:] == (2, 2)
+    torch.testing.assert_close(dense[..., ::4, ::4], sparse, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_basic_block_dilations_follow_torchvision_convention(depth):
+    trunk = build_resnet_stream_trunk(depth)
+    for layer, d in ((trunk.layer3, 2), (trunk.layer4, 4)):
+        first = layer[0]
+        assert first.conv1.stride == (1, 1) and first.conv1.dilation == (d // 2, d // 2)
+        assert first.conv2.dilation == (d, d) and first.downsample[0].stride == (1, 1)
+        for block in layer[1:]:
+            assert block.conv1.dilation == block.conv2.dilation == (d, d)
+            assert block.conv1.padding == (d, d)
+
+
+def test_rgb_only_and_reduction_channels():
+    torch.manual_seed(0)
+    rgb_only = build_frontend(18, two_stream=False)
+    assert not rgb_only.two_stream and rgb_only.out_channels == 512
+    reduced = build_frontend(18, two_stream=True, reduce_to=24)
+    assert reduced.two_stream and reduced.out_channels == 48
+    x = torch.rand(2, 3, 33, 40)
+    assert rgb_only(x).shape == (2, 512, 5, 5)
+    assert reduced(x, x).shape == (2, 48, 5, 5)
+    with pytest.raises(ValueError, match="needs a flow"):
+        reduced(x)
+    with pytest.raises(ValueError, match="RGB-only"):
+        rgb_only(x, x)
+    with pytest.raises(ValueError, match="differ"):
+        reduced(x, x[..., :32])
+
+
+def test_fusion_concatenates_rgb_then_flow():
+    torch.manual_seed(0)
+    frontend = build_frontend(18, reduce_to=8, flow_init="random").eval()
+    rgb, flow = torch.rand(1, 3, 29, 37), torch.rand(1, 3, 29, 37)
+    with torch.no_grad():
+        fused = frontend(rgb, flow)
+        torch.testing.assert_close(fused[:, :8], frontend.rgb_stream(rgb))
+        torch.testing.assert_close(fused[:, 8:], frontend.flow_stream(flow))
+
+
+def test_stream_normalises_its_input():
+    torch.manual_seed(0)
+    trunk = build_resnet_stream_trunk(18).eval()
+    stream = ResNetStream(trunk, IMAGENET_MEAN, IMAGENET_STD).eval()
+    x = torch.rand(1, 3, 24, 32)
+    normalised = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(stream(x), _trunk_features(trunk, normalised))
+    # Statistics are arguments, not checkpoint state.
+    assert "mean" not in stream.state_dict() and "std" not in stream.state_dict()
+
+
+def test_flow_init_rgb_copies_weights_without_sharing():
+    torch.manual_seed(0)
+    frontend = build_frontend(18, flow_init="rgb", reduce_to=8)
+    rgb_state, flow_state = frontend.rgb_stream.state_dict(), frontend.flow_stream.state_dict()
+    assert rgb_state.keys() == flow_state.keys()
+    for key in rgb_state:
+        torch.testing.assert_close(rgb_state[key], flow_state[key], rtol=0, atol=0)
+        assert rgb_state[key].data_ptr() != flow_state[key].data_ptr()
+    random_flow = build_frontend(18, flow_init="random")
+    assert not torch.equal(
+        random_flow.rgb_stream.stem[0].weight, random_flow.flow_stream.stem[0].weight
+    )
+    with pytest.raises(ValueError, match="flow_init"):
+        build_frontend(18, flow_init="imagenet")
+
+
+@pytest.fixture(scope="module")
+def resnet18_state():
+    torch.manual_seed(5)
+    return torchvision.models.resnet18(weights=None).state_dict()
+
+
+@pytest.mark.parametrize("wrap", [None, "state_dict", "model"])
+def test_local_weights_file_loads(tmp_path, resnet18_state, wrap):
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet18_state if wrap is None else {wrap: resnet18_state}, path)
+    frontend = build_frontend(18, weights=path, flow_init="rgb")
+    for stream in (frontend.rgb_stream, frontend.flow_stream):
+        torch.testing.assert_close(stream.stem[0].weight, resnet18_state["conv1.weight"])
+        torch.testing.assert_close(
+            stream.layer4[1].bn2.running_var, resnet18_state["layer4.1.bn2.running_var"]
+        )
+    # A string path works as well as a Path.
+    assert isinstance(build_frontend(18, two_stream=False, weights=str(path)), TwoStreamFrontend)
+
+
+def test_torchvision_weights_name(monkeypatch, resnet18_state):
+    """A weights name goes through torchvision's enum (its download is replaced: no network)."""
+    requested = []
+
+    def fake_get_state_dict(self, *args, **kwargs):
+        requested.append(self)
+        return resnet18_state
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", fake_get_state_dict)
+    frontend = build_frontend(18, weights="IMAGENET1K_V1")
+    assert requested == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1]
+    torch.testing.assert_close(frontend.flow_stream.stem[0].weight, resnet18_state["conv1.weight"])
+
+
+def test_bad_weights_files_raise_clear_errors(tmp_path, resnet18_state):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(DataError, match="garbage.pth: cannot read"):
+        build_frontend(18, weights=garbage)
+
+    # weights_only=True refuses arbitrary pickled objects.
+    pickled = tmp_path / "object.pth"
+    torch.save({"conv1.weight": torchvision.models.resnet18()}, pickled)
+    with pytest.raises(DataError, match="object.pth"):
+        build_frontend(18, weights=pickled)
+
+    not_a_dict = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), not_a_dict)
+    with pytest.raises(DataError, match="expected a dict"):
+        build_frontend(18, weights=not_a_dict)
+
+    wrong = dict(resnet18_state)
+    del wrong["layer1.0.conv1.weight"]
+    wrong["conv1.weight"] = torch.zeros(64, 6, 7, 7)
+    wrong_path = tmp_path / "wrong.pth"
+    torch.save(wrong, wrong_path)
+    with pytest.raises(DataError, match="not a resnet18 state dict: 1 missing.*1 with wrong shape"):
+        build_frontend(18, weights=wrong_path)
+    with pytest.raises(DataError, match="not a resnet34 state dict"):
+        build_frontend(34, weights=tmp_path / "wrong.pth")
+
+    with pytest.raises(DataError, match="not found"):
+        build_frontend(18, weights=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        build_frontend(18, weights="IMAGENET9K_V7")
+    with pytest.raises(ValueError, match="depth"):
+        build_frontend(152)
