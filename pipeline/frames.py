@@ -31,7 +31,7 @@ from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import create_cache, open_cache
 from pipeline.index import read_index
-from pipeline.video import probe_clip, read_frames
+from pipeline.video import decode_frames, probe_clip, read_frames
 
 log = logging.getLogger("pipeline.frames")
 STAGE = "frames"
@@ -207,7 +207,19 @@ def cache_video(release: str | Path, index: str | Path, video: str, out: str | P
     if n_frames < 2:
         raise DataError(clip, "a clip of one frame has no flow pair")
     keep = frames_to_keep(annotated, cfg.context, n_frames)
-    frames = read_frames(clip, keep)  # raises DataError(clip) if decoding stops early
+    frames, n_decoded = decode_frames(clip, keep)
+    if n_decoded < keep[-1]:
+        # The container over-reported its length: trust what decodes, as long as every
+        # annotated frame does, and rebuild the context/flow frames for the real length.
+        if annotated[-1] > n_decoded or n_decoded < 2:
+            raise DataError(clip, f"clip has {n_decoded} decodable frames but annotated frame "
+                                  f"{annotated[-1]} is needed")
+        log.warning("%s: container reports %d frames, %d decode", clip, n_frames, n_decoded)
+        n_frames = n_decoded
+        keep = frames_to_keep(annotated, cfg.context, n_frames)
+        if not set(keep) <= set(frames):
+            frames = read_frames(clip, keep)
+        frames = {k: frames[k] for k in keep}
     shapes = {a.shape for a in frames.values()}
     if len(shapes) != 1:
         raise DataError(clip, f"decoded frames change size within the clip: {sorted(shapes)}")

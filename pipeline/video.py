@@ -44,14 +44,16 @@ def probe_clip(path: str | Path) -> ClipInfo:
     return info
 
 
-def read_frames(path: str | Path, frame_ids: Iterable[int]) -> dict[int, np.ndarray]:
-    """Decode the clip once, sequentially, and keep the requested 1-based frames.
+def decode_frames(path: str | Path, frame_ids: Iterable[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the clip once, sequentially, keeping the requested 1-based frames that exist.
 
     Returns:
-        ``{frame_id: (H, W, 3) uint8 RGB}`` for every requested id.
+        ``({frame_id: (H, W, 3) uint8 RGB}, n_decoded)`` where ``n_decoded`` is the number of
+        frames decoded before the clip ended or the last requested frame was reached. Requested
+        ids past the clip's real end are simply absent (containers may over-report length).
 
     Raises:
-        DataError: naming the clip, if it cannot be decoded or ends before a requested frame.
+        DataError: naming the clip, if it is missing or cannot be opened.
     """
     path = Path(path)
     wanted = sorted(set(int(i) for i in frame_ids))
@@ -63,6 +65,7 @@ def read_frames(path: str | Path, frame_ids: Iterable[int]) -> dict[int, np.ndar
     if not cap.isOpened():
         raise DataError(path, "unreadable video (OpenCV cannot open it)")
     out: dict[int, np.ndarray] = {}
+    keep = set(wanted)
     last = wanted[-1] if wanted else 0
     index = 0
     try:
@@ -71,10 +74,25 @@ def read_frames(path: str | Path, frame_ids: Iterable[int]) -> dict[int, np.ndar
             if not ok:
                 break
             index += 1
-            if index in wanted:
+            if index in keep:
                 out[index] = np.ascontiguousarray(bgr[..., ::-1])
     finally:
         cap.release()
-    if index < last:
-        raise DataError(path, f"clip has {index} decodable frames but frame {last} is needed")
+    return out, index
+
+
+def read_frames(path: str | Path, frame_ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """Decode the clip once and return every requested 1-based frame.
+
+    Returns:
+        ``{frame_id: (H, W, 3) uint8 RGB}`` for every requested id.
+
+    Raises:
+        DataError: naming the clip, if it cannot be decoded or ends before a requested frame.
+    """
+    wanted = sorted(set(int(i) for i in frame_ids))
+    out, n_decoded = decode_frames(path, wanted)
+    if wanted and n_decoded < wanted[-1]:
+        raise DataError(path, f"clip has {n_decoded} decodable frames but frame {wanted[-1]} "
+                              "is needed")
     return out

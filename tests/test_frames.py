@@ -136,6 +136,20 @@ def test_frame_past_the_clip_end_names_the_clip(tmp_path):
     assert not (tmp_path / "o.h5").exists()
 
 
+def test_container_over_reporting_its_length_is_tolerated(tmp_path, monkeypatch):
+    # the container claims 14 frames, 10 decode; annotated frame 10 decodes, so the video is
+    # cached with the real length and flow pair (9, 10) instead of failing
+    import pipeline.frames as frames_mod
+    from pipeline.video import ClipInfo
+
+    root = tmp_path / "Release"
+    index = write_release(root, {VID: (10, [5, 10])}, listed_frames={VID: 14})
+    monkeypatch.setattr(frames_mod, "probe_clip", lambda p: ClipInfo(14, 40, 56, 24.0))
+    cache = read_frames_cache(cache_video(root, index, VID, tmp_path / "o.h5", cfg(1)))
+    assert cache.n_frames == 10
+    assert cache.frame_ids.tolist() == [4, 5, 6, 7, 9, 10]  # 7: flow partner of 6
+
+
 def test_context_window_stops_at_the_clip_end(tmp_path):
     # the last frame is annotated: its window and its flow pair (9, 10) stay inside the clip
     root = tmp_path / "Release"
