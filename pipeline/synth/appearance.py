@@ -115,8 +115,9 @@ def colour_name(rgb: np.ndarray) -> str:
     return next(n for edge, n in names if h < edge)
 
 
-def sample_look(actor: str, rng: np.random.Generator, height: int) -> Look:
-    """Draw one instance of class ``actor`` for a clip ``height`` pixels high."""
+def sample_look(actor: str, rng: np.random.Generator, height: int, scale: float = 1.0) -> Look:
+    """Draw one instance of class ``actor`` for a clip ``height`` pixels high, ``scale`` times
+    the class's nominal size."""
     (h0, h1), (s0, s1), (v0, v1) = _PRIMARY[actor]
     if actor == "bird" and rng.random() < 0.35:  # some bright birds: blue jays, cardinals
         h0, h1, s0, s1, v0, v1 = 0.0, 1.0, 0.6, 0.9, 0.5, 0.9
@@ -139,7 +140,7 @@ def sample_look(actor: str, rng: np.random.Generator, height: int) -> Look:
     n_spots = int(rng.integers(3, 7))
     spots = np.stack([rng.uniform(-0.35, 0.35, n_spots), rng.uniform(-0.2, 0.2, n_spots),
                       rng.uniform(0.05, 0.11, n_spots)], axis=1).astype(np.float32)
-    size = SIZE[actor] * height * rng.uniform(0.8, 1.2)
+    size = SIZE[actor] * height * scale * rng.uniform(0.8, 1.2)
     return Look(actor=actor, size=float(size), aspect=float(rng.uniform(0.85, 1.15)),
                 facing=int(rng.choice((-1, 1))), colours=colours.astype(np.float32),
                 pattern=pattern, freq=float(rng.uniform(5, 9)), spots=spots,

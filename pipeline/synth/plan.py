@@ -40,6 +40,7 @@ class SynthConfig:
     pan: float
     noise: float
     instances: bool
+    actor_scale: float
 
     def check(self) -> SynthConfig:
         """Raise ValueError on values the schema cannot express; return self."""

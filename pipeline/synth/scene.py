@@ -105,13 +105,13 @@ def _fit(path: np.ndarray, width: int, margin: float) -> tuple[float, float]:
 
 
 def plan_scene(rng: np.random.Generator, labels: list[int], height: int, width: int, frames: int,
-               pan: float, noise: float) -> Scene:
+               pan: float, noise: float, actor_scale: float = 1.0) -> Scene:
     """Draw a clip with one actor per entry of ``labels`` (the first is the main actor).
 
     The camera pans at up to ``pan`` clip heights per frame and follows the main actor just
     enough to keep its whole path in view, as a camera operator would.
     """
-    looks = [sample_look(ACTORS[lab // 10 - 1], rng, height) for lab in labels]
+    looks = [sample_look(ACTORS[lab // 10 - 1], rng, height, actor_scale) for lab in labels]
     tracks = [sample_track(ACTIONS[lab % 10 - 1], lk, rng, frames, height)
               for lab, lk in zip(labels, looks)]
     t = np.arange(frames, dtype=np.float64)

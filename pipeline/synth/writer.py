@@ -104,7 +104,7 @@ def render_clip(plan: VideoPlan, cfg: SynthConfig) -> RenderedClip:
     """Render every frame of a planned video and the ground truth of its annotated frames."""
     rng = np.random.default_rng((*plan.seed, 0))
     scene = plan_scene(rng, list(plan.labels), cfg.height, plan.width, plan.frames,
-                       cfg.pan, cfg.noise)
+                       cfg.pan, cfg.noise, cfg.actor_scale)
     noise_rng = np.random.default_rng((*plan.seed, 1))  # sensor noise: its own stream
     wanted = set(annotated_frames(plan.frames, cfg.annotated))
     images, annotations = [], {}

@@ -1,0 +1,112 @@
+"""Stage ``features``: the frozen stage-1 front-end's fused features of every annotated frame.
+
+Per video (train and test), one cache ``results/region_model/{streams}/features/{video}.h5``
+(layout in :mod:`pipeline.region.feature_cache` and ``docs/architecture.md``): what stage 2
+trains on (the front-end is fixed there, section 3.4) and what the region model predicts from.
+
+    python -m pipeline.region.features --index results/index/frames.csv --video=ID \\
+        --frames-dir results/frames [--flow-dir results/flow] --streams rgbflow \\
+        --stage1 results/region_model/rgbflow/stage1.pt \\
+        --out results/region_model/rgbflow/features/ID.h5
+
+The architecture and input size come from the checkpoint's own config (``--config`` only
+supplies ``device``), so features always match the weights. Size on disk is
+:func:`~pipeline.region.feature_cache.bytes_per_frame`: 22.2 MiB per frame for the paper's two
+ResNet-101 streams at 320 x 568, so 277 GB (258 GiB) for A2D's 11,926 annotated frames; set
+``frontend.reduce_to`` (e.g. 256 per stream: 2.8 MiB per frame) to make it practical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import add_config_args, config_from_args
+from pipeline.errors import DataError
+from pipeline.index import read_index
+from pipeline.provenance import file_sha256
+from pipeline.region.build import build_stage1_model, load_checkpoint
+from pipeline.region.config import STREAMS, RegionConfig, resolve_device
+from pipeline.region.data import RegionFrames, frame_records
+from pipeline.region.engine import autocast, autocast_dtype
+from pipeline.region.feature_cache import write_feature_cache
+
+log = logging.getLogger("pipeline.region.features")
+
+
+@torch.no_grad()
+def extract_features(*, index: str | Path, video: str, frames_dir: str | Path,
+                     flow_dir: str | Path | None, streams: str, stage1: str | Path,
+                     out: str | Path, device_name: str = "auto", batch_size: int = 4) -> Path:
+    """Write the feature cache of ``video`` from the stage-1 checkpoint ``stage1``."""
+    state, meta, cfg = load_checkpoint(stage1, "stage1")
+    if meta["streams"] != streams:
+        raise DataError(stage1, f"checkpoint is for streams {meta['streams']!r}, not {streams!r}")
+    device = resolve_device(device_name)
+    records = frame_records(read_index(index), "", videos=[video])
+    if not records:
+        raise DataError(index, f"video {video!r} has no annotated frames in the index")
+    dataset = RegionFrames(records, cfg.input_size, frames_dir=frames_dir,
+                           flow_dir=flow_dir if streams == "rgbflow" else None, labels=False,
+                           flow_max_px=cfg.frontend.flow_max_px)
+    model = build_stage1_model(cfg, streams)
+    model.load_state_dict(state)
+    frontend = model.frontend.to(device).eval()
+    dtype = autocast_dtype(device, cfg.amp)
+    chunks = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        rgb = torch.stack([it["rgb"] for it in items]).to(device)
+        flow = torch.stack([it["flow"] for it in items]).to(device) if streams == "rgbflow" \
+            else None
+        with autocast(device, dtype):
+            feats = frontend(rgb, flow)
+        chunks.append(feats.float().cpu().numpy())
+    features = np.concatenate(chunks)
+    native = tuple(int(x) for x in dataset[0]["native_size"])
+    split = records[0].split
+    write_feature_cache(
+        out, features=features, frame_ids=[r.frame for r in records], config=cfg,
+        video=video, split=split, streams=streams, input_height=cfg.input_size[0],
+        input_width=cfg.input_size[1], native_height=native[0], native_width=native[1],
+        stride=int(frontend.stride), channels=int(frontend.out_channels), stage1=str(stage1),
+        stage1_sha256=file_sha256(stage1),
+    )
+    log.info("%s: %d frames -> features %s float16 (%.1f KiB per frame)", video, len(records),
+             "x".join(map(str, features.shape[1:])), features[0].size * 2 / 1024)
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.region.features",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
+    parser.add_argument("--video", required=True,
+                        help="video id; write --video=ID since ids may start with '-'")
+    parser.add_argument("--frames-dir", type=Path, required=True, help="folder of frames caches")
+    parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (rgbflow only)")
+    parser.add_argument("--streams", choices=STREAMS, required=True)
+    parser.add_argument("--stage1", type=Path, required=True, help="stage-1 checkpoint")
+    parser.add_argument("--out", type=Path, required=True, help="feature cache (.h5) to write")
+    add_config_args(parser, "region_model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args, RegionConfig, "region_model")
+    try:
+        extract_features(index=args.index, video=args.video, frames_dir=args.frames_dir,
+                         flow_dir=args.flow_dir, streams=args.streams, stage1=args.stage1,
+                         out=args.out, device_name=cfg.device)
+    except DataError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

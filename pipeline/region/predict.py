@@ -1,0 +1,180 @@
+"""Stage ``predict``: joint actor-action label maps of one test video, baseline or region model.
+
+- ``--model baseline --stage1 CKPT``: front-end + DeepLab heads on the frames (and flow);
+- ``--model region --stage2 CKPT --features-dir DIR --masks-dir DIR``: the region back-end on
+  the cached features of the stage-1 front-end it was trained on, with the region masks of one
+  source (``results/masks/{model,checkpoint,gt}``: Dang et al. Table 3 test-time masks).
+
+The joint label is the arg-max of the product of the actor and action probabilities over the
+background and the 43 valid pairs (section 3.3; :func:`pipeline.models.joint.joint_labels`),
+taken after resizing the logits to the clip's native size.
+
+    python -m pipeline.region.predict --model region --index results/index/frames.csv \\
+        --video=ID --stage2 results/region_model/rgbflow/stage2_gt+model.pt \\
+        --features-dir results/region_model/rgbflow/features --masks-dir results/masks/model \\
+        --out results/predictions/region_rgbflow_model/ID.h5 \\
+        --png-dir results/predictions/region_rgbflow_model/png/ID
+
+Output (``docs/architecture.md``): ``labels`` (A, H, W) uint8 gzip, chunks (1, H, W) at the
+clip's size and ``frame_ids`` (A,) int32, plus one A2D colour PNG per frame in ``--png-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.a2d.annotations import write_col_png
+from pipeline.config import add_config_args, config_from_args
+from pipeline.errors import DataError
+from pipeline.h5cache import create_cache
+from pipeline.index import read_index
+from pipeline.models.joint import joint_labels
+from pipeline.provenance import file_sha256
+from pipeline.region.build import (
+    build_stage1_model,
+    build_stage2_model,
+    load_checkpoint,
+    stage2_forward,
+)
+from pipeline.region.config import RegionConfig, resolve_device
+from pipeline.region.data import RegionFrames, collate, frame_records
+from pipeline.region.engine import autocast, autocast_dtype, to_device
+from pipeline.region.feature_cache import read_feature_cache
+
+log = logging.getLogger("pipeline.region.predict")
+STAGE = "predict"
+FORMAT_VERSION = 1
+MODELS = ("baseline", "region")
+
+
+def write_predictions(out: str | Path, png_dir: str | Path | None, *, video: str,
+                      labels: list[np.ndarray], frame_ids: list[int], config: object,
+                      source: str, **attrs: object) -> None:
+    """Write the prediction cache (and the colour PNGs) of one video atomically."""
+    if not labels:
+        raise ValueError(f"{video}: no frames to write")
+    h, w = labels[0].shape
+    if any(lab.shape != (h, w) or lab.dtype != np.uint8 for lab in labels):
+        raise ValueError(f"{video}: label maps differ in size or are not uint8")
+    with create_cache(out, stage=STAGE, module="pipeline.region.predict", config=config,
+                      format_version=FORMAT_VERSION, source=source, video=video,
+                      **attrs) as f:
+        ds = f.create_dataset("labels", shape=(len(labels), h, w), dtype=np.uint8,
+                              chunks=(1, h, w), compression="gzip", compression_opts=4)
+        for i, lab in enumerate(labels):
+            ds[i] = lab
+        f.create_dataset("frame_ids", data=np.asarray(frame_ids, np.int32))
+    if png_dir is not None:
+        png_dir = Path(png_dir)
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for fid, lab in zip(frame_ids, labels):
+            write_col_png(png_dir / f"{fid:05d}.png", lab)
+
+
+@torch.no_grad()
+def predict_video(*, model: str, index: str | Path, video: str, out: str | Path,
+                  png_dir: str | Path | None, stage1: str | Path | None = None,
+                  frames_dir: str | Path | None = None, flow_dir: str | Path | None = None,
+                  stage2: str | Path | None = None, features_dir: str | Path | None = None,
+                  masks_dir: str | Path | None = None, device_name: str = "auto",
+                  batch_size: int = 4) -> Path:
+    """Predict every annotated frame of ``video`` and write ``out`` (and the PNGs)."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    device = resolve_device(device_name)
+    records = frame_records(read_index(index), "", videos=[video])
+    if not records:
+        raise DataError(index, f"video {video!r} has no annotated frames in the index")
+    if model == "baseline":
+        if stage1 is None or frames_dir is None:
+            raise ValueError("the baseline needs stage1 and frames_dir")
+        ckpt = Path(stage1)
+        state, meta, cfg = load_checkpoint(ckpt, "stage1")
+        streams = meta["streams"]
+        if streams == "rgbflow" and flow_dir is None:
+            raise ValueError("a two-stream baseline needs flow_dir")
+        dataset = RegionFrames(records, cfg.input_size, frames_dir=frames_dir,
+                               flow_dir=flow_dir if streams == "rgbflow" else None,
+                               labels=False, flow_max_px=cfg.frontend.flow_max_px)
+        net = build_stage1_model(cfg, streams)
+        source = f"baseline {streams}"
+    else:
+        if stage2 is None or features_dir is None or masks_dir is None:
+            raise ValueError("the region model needs stage2, features_dir and masks_dir")
+        ckpt = Path(stage2)
+        state, meta, cfg = load_checkpoint(ckpt, "stage2")
+        streams = meta["streams"]
+        cache = read_feature_cache(Path(features_dir) / f"{video}.h5")
+        if cache.stage1_sha256 != meta["stage1_sha256"]:
+            raise DataError(cache.path, "features come from another stage-1 checkpoint than the "
+                                        f"one {ckpt} was trained on")
+        dataset = RegionFrames(records, cfg.input_size, features_dir=features_dir,
+                               mask_dirs=[masks_dir], labels=False,
+                               min_mask_score=cfg.stage2.min_mask_score)
+        net = build_stage2_model(cfg, int(meta["in_channels"]))
+        source = f"region {streams}, masks {Path(masks_dir).name}"
+    net.load_state_dict(state)
+    net = net.to(device).eval()
+    dtype = autocast_dtype(device, cfg.amp)
+    labels: list[np.ndarray] = []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        native = tuple(int(x) for x in batch["native_size"][0])
+        batch = to_device(batch, device)
+        with autocast(device, dtype):
+            if model == "baseline":
+                logits = net(batch["rgb"], batch.get("flow"))
+            else:
+                logits = stage2_forward(net, batch["features"], batch, tuple(cfg.input_size),
+                                        int(meta["stride"]), cfg.region_head.output_stride)
+        maps = joint_labels(logits["actor"].float(), logits["action"].float(), native,
+                            cfg.joint_background)
+        labels.extend(m for m in maps.cpu().numpy().astype(np.uint8))
+    write_predictions(out, png_dir, video=video, labels=labels,
+                      frame_ids=[r.frame for r in records], config=cfg, source=source,
+                      model=model, streams=streams, checkpoint=str(ckpt),
+                      checkpoint_sha256=file_sha256(ckpt),
+                      masks=str(masks_dir) if masks_dir is not None else "",
+                      split=records[0].split)
+    log.info("%s: %s predicted %d frames at %dx%d", video, source, len(labels), *labels[0].shape)
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.region.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, required=True)
+    parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
+    parser.add_argument("--video", required=True,
+                        help="video id; write --video=ID since ids may start with '-'")
+    parser.add_argument("--stage1", type=Path, help="stage-1 checkpoint (baseline)")
+    parser.add_argument("--frames-dir", type=Path, help="folder of frames caches (baseline)")
+    parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (two-stream baseline)")
+    parser.add_argument("--stage2", type=Path, help="stage-2 checkpoint (region)")
+    parser.add_argument("--features-dir", type=Path, help="folder of feature caches (region)")
+    parser.add_argument("--masks-dir", type=Path, help="folder of region masks caches (region)")
+    parser.add_argument("--out", type=Path, required=True, help="prediction cache (.h5)")
+    parser.add_argument("--png-dir", type=Path, help="folder for the A2D colour PNGs")
+    add_config_args(parser, "region_model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args, RegionConfig, "region_model")
+    try:
+        predict_video(model=args.model, index=args.index, video=args.video, out=args.out,
+                      png_dir=args.png_dir, stage1=args.stage1, frames_dir=args.frames_dir,
+                      flow_dir=args.flow_dir, stage2=args.stage2, features_dir=args.features_dir,
+                      masks_dir=args.masks_dir, device_name=cfg.device)
+    except DataError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+# Evaluation: score a folder of predictions with the A2D protocol (python -m pipeline.evaluate).
+# Generic over the model: results/predictions/{model}/{video}.h5 (stage predict, one file per
+# test video) -> results/eval/{model}.json (all pixels), .non_boundary.json (Dang Table 2) and
+# .per_class.csv (Dang Table 5).
+
+
+rule evaluate:
+    input:
+        release=release_input(),
+        index=f"{RES}/index/frames.csv",
+        preds=lambda wc: [f"{RES}/predictions/{wc.model}/{v}.h5" for v in videos("test")],
+    output:
+        json=f"{RES}/eval/{{model}}.json",
+        non_boundary=f"{RES}/eval/{{model}}.non_boundary.json",
+        per_class=f"{RES}/eval/{{model}}.per_class.csv",
+    wildcard_constraints:
+        model=r"[A-Za-z0-9_-]+",
+    params:
+        preds=lambda wc: f"{RES}/predictions/{wc.model}",
+        cfg=cfg_json("evaluation"),
+        code=code("pipeline.evaluate"),
+    log:
+        f"{LOGS}/evaluate/{{model}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.evaluate --release {input.release:q} --index {input.index:q}"
+        " --pred-h5 {params.preds:q} --out {output.json:q}"
+        " --non-boundary-out {output.non_boundary:q} --per-class-out {output.per_class:q}"
+        " --config-json {params.cfg:q} > {log:q} 2>&1"

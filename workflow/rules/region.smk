@@ -1,0 +1,240 @@
+# Dang et al. 2018 region-mask method: stage 1 (front-end + DeepLab baseline), feature cache,
+# stage 2 (region back-end), predictions. Variants are wildcards sharing the cached stages:
+#   {streams}      rgb | rgbflow            RGB-only or two-stream front-end (Table 1)
+#   {train_masks}  e.g. gt+model            region masks stage 2 is trained with (Table 3)
+#   {source}       model | checkpoint | gt  region masks at test time (Table 3)
+# Predictions: results/predictions/baseline_{streams}/ and region_{streams}_{source}/, scored
+# by rule evaluate (evaluate.smk) into results/eval/<name>.json.
+
+REGION = config["region_model"]
+RM = f"{RES}/region_model"
+# A GPU is requested only when the stages may run on CUDA ("auto" resolves on the node).
+REGION_GPU = 0 if REGION["device"] == "cpu" else 1
+_SRC = "(?:model|checkpoint|gt)"
+
+
+wildcard_constraints:
+    streams="rgb|rgbflow",
+    source="model|checkpoint|gt",
+    train_masks=rf"{_SRC}(?:\+{_SRC})*",
+
+
+def region_stage2_sources(source):
+    """Training masks of the region model tested on `source` masks (Dang et al. Table 3):
+    stage2.train_sources for model/gt; for checkpoint, its generated masks replace the
+    configured generated ones ("COCO + GT" vs "A2D + GT"); GT stays if configured."""
+    train = sorted(REGION["stage2"]["train_sources"])
+    if source == "gt":
+        return "+".join(train)
+    return "+".join(sorted(set((["gt"] if "gt" in train else []) + [source])))
+
+
+def _split_inputs(wc, split, pattern):
+    return [pattern.format(video=v) for v in videos(split)]
+
+
+def region_stage1_inputs(wc):
+    out = {"frames": _split_inputs(wc, "train", f"{RES}/frames/{{video}}.h5")}
+    if wc.streams == "rgbflow":
+        out["flow"] = _split_inputs(wc, "train", f"{RES}/flow/{{video}}.h5")
+    return out
+
+
+def flow_dir_arg(wc):
+    return f"--flow-dir {RES}/flow" if wc.streams == "rgbflow" else ""
+
+
+def video_flow_input(wc):
+    return [f"{RES}/flow/{wc.video}.h5"] if wc.streams == "rgbflow" else []
+
+
+rule region_stage1:
+    input:
+        unpack(region_stage1_inputs),
+        index=f"{RES}/index/frames.csv",
+        release=release_input(),
+    output:
+        ckpt=f"{RM}/{{streams}}/stage1.pt",
+        csv=f"{RM}/{{streams}}/stage1_loss.csv",
+        png=f"{RM}/{{streams}}/stage1_loss.png",
+    params:
+        flow=flow_dir_arg,
+        cfg=cfg_json("region_model"),
+        code=code("pipeline.region.train_baseline"),
+    log:
+        f"{LOGS}/region_stage1/{{streams}}.log",
+    benchmark:
+        f"{BENCH}/region_stage1/{{streams}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=REGION_GPU,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.region.train_baseline --release {input.release:q}"
+        " --index {input.index:q} --frames-dir {RES}/frames {params.flow}"
+        " --streams {wildcards.streams} --out {output.ckpt:q}"
+        " --config-json {params.cfg:q} > {log:q} 2>&1"
+
+
+rule region_features:
+    input:
+        stage1=f"{RM}/{{streams}}/stage1.pt",
+        index=f"{RES}/index/frames.csv",
+        frames=f"{RES}/frames/{{video}}.h5",
+        flow=video_flow_input,
+    output:
+        f"{RM}/{{streams}}/features/{{video}}.h5",
+    params:
+        flow=flow_dir_arg,
+        cfg=cfg_json("region_model"),
+        code=code("pipeline.region.features"),
+    log:
+        f"{LOGS}/region_features/{{streams}}/{{video}}.log",
+    benchmark:
+        f"{BENCH}/region_features/{{streams}}/{{video}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=REGION_GPU,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.region.features --index {input.index:q} --video={wildcards.video:q}"
+        " --frames-dir {RES}/frames {params.flow} --streams {wildcards.streams}"
+        " --stage1 {input.stage1:q} --out {output:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+
+
+def region_stage2_inputs(wc):
+    sources = wc.train_masks.split("+")
+    return {
+        "features": _split_inputs(wc, "train", f"{RM}/{wc.streams}/features/{{video}}.h5"),
+        "masks": [m for s in sources
+                  for m in _split_inputs(wc, "train", f"{RES}/masks/{s}/{{video}}.h5")],
+    }
+
+
+rule region_stage2:
+    input:
+        unpack(region_stage2_inputs),
+        index=f"{RES}/index/frames.csv",
+        release=release_input(),
+    output:
+        ckpt=f"{RM}/{{streams}}/stage2_{{train_masks}}.pt",
+        csv=f"{RM}/{{streams}}/stage2_{{train_masks}}_loss.csv",
+        png=f"{RM}/{{streams}}/stage2_{{train_masks}}_loss.png",
+    params:
+        cfg=cfg_json("region_model"),
+        code=code("pipeline.region.train_region"),
+    log:
+        f"{LOGS}/region_stage2/{{streams}}_{{train_masks}}.log",
+    benchmark:
+        f"{BENCH}/region_stage2/{{streams}}_{{train_masks}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=REGION_GPU,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.region.train_region --release {input.release:q}"
+        " --index {input.index:q} --features-dir {RM}/{wildcards.streams}/features"
+        " --masks-root {RES}/masks --train-sources {wildcards.train_masks:q}"
+        " --out {output.ckpt:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+
+
+rule predict_baseline:
+    input:
+        stage1=f"{RM}/{{streams}}/stage1.pt",
+        index=f"{RES}/index/frames.csv",
+        frames=f"{RES}/frames/{{video}}.h5",
+        flow=video_flow_input,
+    output:
+        h5=f"{RES}/predictions/baseline_{{streams}}/{{video}}.h5",
+        png=directory(f"{RES}/predictions/baseline_{{streams}}/png/{{video}}"),
+    params:
+        flow=flow_dir_arg,
+        cfg=cfg_json("region_model"),
+        code=code("pipeline.region.predict"),
+    log:
+        f"{LOGS}/predict_baseline/{{streams}}/{{video}}.log",
+    benchmark:
+        f"{BENCH}/predict_baseline/{{streams}}/{{video}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=REGION_GPU,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.region.predict --model baseline --index {input.index:q}"
+        " --video={wildcards.video:q} --stage1 {input.stage1:q} --frames-dir {RES}/frames"
+        " {params.flow} --out {output.h5:q} --png-dir {output.png:q}"
+        " --config-json {params.cfg:q} > {log:q} 2>&1"
+
+
+rule predict_region:
+    input:
+        stage2=lambda wc: f"{RM}/{wc.streams}/stage2_{region_stage2_sources(wc.source)}.pt",
+        index=f"{RES}/index/frames.csv",
+        features=f"{RM}/{{streams}}/features/{{video}}.h5",
+        masks=f"{RES}/masks/{{source}}/{{video}}.h5",
+    output:
+        h5=f"{RES}/predictions/region_{{streams}}_{{source}}/{{video}}.h5",
+        png=directory(f"{RES}/predictions/region_{{streams}}_{{source}}/png/{{video}}"),
+    params:
+        cfg=cfg_json("region_model"),
+        code=code("pipeline.region.predict"),
+    log:
+        f"{LOGS}/predict_region/{{streams}}_{{source}}/{{video}}.log",
+    benchmark:
+        f"{BENCH}/predict_region/{{streams}}_{{source}}/{{video}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=REGION_GPU,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.region.predict --model region --index {input.index:q}"
+        " --video={wildcards.video:q} --stage2 {input.stage2:q}"
+        " --features-dir {RM}/{wildcards.streams}/features"
+        " --masks-dir {RES}/masks/{wildcards.source} --out {output.h5:q}"
+        " --png-dir {output.png:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+
+
+# -- aggregates ---------------------------------------------------------------------------------
+TABLE1_MODELS = ["baseline_rgb", "region_rgb_model", "baseline_rgbflow", "region_rgbflow_model"]
+TABLE3_MODELS = ["region_rgbflow_checkpoint", "region_rgbflow_model", "region_rgbflow_gt"]
+
+
+def region_predictions(models):
+    return lambda wc: [f"{RES}/predictions/{m}/{v}.h5" for m in models for v in videos("test")]
+
+
+rule region_predictions_table1:
+    """Test-split predictions of the four Table 1 models (no evaluation)."""
+    localrule: True
+    input:
+        region_predictions(TABLE1_MODELS),
+
+
+rule dang_table1:
+    """Dang et al. Table 1: baseline vs region model, RGB-only vs RGB + flow (test split)."""
+    localrule: True
+    input:
+        expand(f"{RES}/eval/{{model}}.json", model=TABLE1_MODELS),
+
+
+rule dang_table3:
+    """Dang et al. Table 3: test-time masks from the `checkpoint` segmenter, the `model`
+    segmenter trained on the dataset, and GT masks (two-stream region model)."""
+    localrule: True
+    input:
+        expand(f"{RES}/eval/{{model}}.json", model=TABLE3_MODELS),

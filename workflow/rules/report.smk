@@ -1,0 +1,173 @@
+# Report: the paper tables, time per frame, and results/report/index.html (python -m
+# pipeline.tables, pipeline.report.timing, pipeline.report). Every input is an explicit list of
+# files other rules produce, built by functions from what the config enables.
+# Include after region.smk and masks.smk (uses TABLE1_MODELS, REGION, MASKS, SEG, videos()).
+
+import json
+
+REPORT = f"{RES}/report"
+TABLES = f"{RES}/tables"
+#: The two-stream models the report centres on (Dang et al.'s main comparison).
+REPORT_BASELINE = "baseline_rgbflow"
+
+
+def report_region_sources():
+    """Test-time mask sources that can run: `checkpoint` only with a segmenter weights file."""
+    return [s for s in ("model", "checkpoint", "gt") if s != "checkpoint" or SEG["checkpoint"]]
+
+
+def report_main_model():
+    """The region model tested on the configured masks source (masks.source)."""
+    return f"region_rgbflow_{MASKS['source']}"
+
+
+def report_table_inputs():
+    """{table: {row key: evaluation JSON}} of the Dang et al. tables the config can fill."""
+    t1 = {"baseline_rgb": "baseline_rgb", "ours_rgb": "region_rgb_model",
+          "baseline_rgbflow": "baseline_rgbflow", "ours_rgbflow": "region_rgbflow_model"}
+    t3 = {"coco": "region_rgbflow_checkpoint", "a2d": "region_rgbflow_model",
+          "gt": "region_rgbflow_gt"}
+    t3 = {k: m for k, m in t3.items() if m.rsplit("_", 1)[1] in report_region_sources()}
+    return {
+        "dang_table1": {k: f"{RES}/eval/{m}.json" for k, m in t1.items()},
+        "dang_table2": {"baseline_nb": f"{RES}/eval/baseline_rgbflow.non_boundary.json",
+                        "ours_nb": f"{RES}/eval/region_rgbflow_model.non_boundary.json"},
+        "dang_table3": {k: f"{RES}/eval/{m}.json" for k, m in t3.items()},
+        "dang_table5": {k: f"{RES}/eval/{m}.json" for k, m in t1.items()},
+    }
+
+
+rule paper_table:
+    input:
+        lambda wc: list(report_table_inputs()[wc.table].values()),
+    output:
+        md=f"{TABLES}/{{table}}.md",
+        csv=f"{TABLES}/{{table}}.csv",
+    wildcard_constraints:
+        table="dang_table[1235]",
+    params:
+        inputs=lambda wc: " ".join(f"{k}={v}" for k, v in report_table_inputs()[wc.table].items()),
+        out=lambda wc: f"{TABLES}/{wc.table}",
+        code=code("pipeline.tables"),
+    log:
+        f"{LOGS}/paper_table/{{table}}.log",
+    localrule: True
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.tables --name {wildcards.table} --inputs {params.inputs}"
+        " --out {params.out:q} > {log:q} 2>&1"
+
+
+def report_timing_stages():
+    """Benchmark folders timed: per-video rules of the region method and the baseline."""
+    src = MASKS["source"]
+    return ["flow", f"masks/{src}", "region_features/rgbflow", f"predict_region/rgbflow_{src}",
+            "predict_baseline/rgbflow"]
+
+
+def report_benchmarks(wildcards=None):
+    """Every benchmark TSV the timing table reads (the same files pipeline.report.timing opens:
+    all indexed videos, test videos for predict_*)."""
+    files = []
+    for stage in report_timing_stages():
+        split = "test" if stage.startswith("predict_") else None
+        files += [f"{BENCH}/{stage}/{v}.tsv" for v in videos(split)]
+    return files
+
+
+rule timing:
+    input:
+        index=f"{RES}/index/frames.csv",
+        benchmarks=report_benchmarks,
+    output:
+        md=f"{TABLES}/timing.md",
+        csv=f"{TABLES}/timing.csv",
+    params:
+        stages=" ".join(f"--stage {s}" for s in report_timing_stages()),
+        code=code("pipeline.report.timing"),
+    log:
+        f"{LOGS}/timing.log",
+    localrule: True
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.report.timing --index {input.index:q} --benchmarks {BENCH}"
+        " {params.stages} --out {TABLES}/timing > {log:q} 2>&1"
+
+
+def report_evals():
+    """{name: evaluation JSON} shown in the headline table and per-class charts."""
+    models = list(TABLE1_MODELS) + [f"region_rgbflow_{s}" for s in report_region_sources()]
+    return {m: f"{RES}/eval/{m}.json" for m in dict.fromkeys(models)}
+
+
+def report_losses():
+    """{name: loss CSV}: both region-model stages per stream set, and the segmenter when the
+    generated masks come from the one trained here."""
+    out = {}
+    for streams in ("rgb", "rgbflow"):
+        out[f"stage1_{streams}"] = f"{RM}/{streams}/stage1_loss.csv"
+        stem = f"stage2_{region_stage2_sources(MASKS['source'])}"
+        out[f"{stem}_{streams}"] = f"{RM}/{streams}/{stem}_loss.csv"
+    if MASKS["source"] == "model" or "model" in REGION["stage2"]["train_sources"]:
+        out["segmenter"] = rules.train_segmenter.output.losses
+    return out
+
+
+def report_qualitative():
+    """{name: predictions folder} drawn beside the GT."""
+    return {REPORT_BASELINE: f"{RES}/predictions/{REPORT_BASELINE}",
+            report_main_model(): f"{RES}/predictions/{report_main_model()}"}
+
+
+def report_inputs(wildcards):
+    test = videos("test")
+    return {
+        "release": release_input(),
+        "index": f"{RES}/index/frames.csv",
+        "evals": list(report_evals().values()),
+        "losses": list(report_losses().values()),
+        "tables": [f"{TABLES}/{t}.md" for t in report_table_inputs()],
+        "timing": f"{TABLES}/timing.csv",
+        "predictions": [f"{d}/{v}.h5" for d in report_qualitative().values() for v in test],
+        "frames": [f"{RES}/frames/{v}.h5" for v in test],
+        "masks": [f"{RES}/masks/{MASKS['source']}/{v}.h5" for v in test],
+    }
+
+
+def _pairs(mapping):
+    return " ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        html=f"{REPORT}/index.html",
+    params:
+        evals=lambda wc: _pairs(report_evals()),
+        losses=lambda wc: _pairs(report_losses()),
+        tables=lambda wc: " ".join(f"{TABLES}/{t}.md" for t in report_table_inputs()),
+        # confusion counts are not in the evaluation JSON: re-scored from the predictions
+        confusion=lambda wc: _pairs(report_qualitative()),
+        quali=lambda wc: _pairs(report_qualitative()),
+        masks=f"{RES}/masks/{MASKS['source']}",
+        config=json.dumps(config, sort_keys=True),
+        code=code("pipeline.report.__main__"),
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.report --results {RES} --release {input.release:q}"
+        " --index {input.index:q} --out {REPORT} --eval {params.evals}"
+        " --confusion {params.confusion} --loss {params.losses} --tables {params.tables}"
+        " --timing {input.timing:q} --qualitative {params.quali} --masks-dir {params.masks:q}"
+        " --frames-dir {RES}/frames --config-json {params.config:q} > {log:q} 2>&1"
