@@ -19,6 +19,7 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/region.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/e2e.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -1,0 +1,162 @@
+"""The ``e2e_model`` config section (defaults live in the schema), the model built from it, and
+the checkpoint format shared by the training and prediction stages.
+
+Checkpoint (``results/e2e/{variant}/model.pt``): a ``torch.save`` dict loadable with
+``weights_only=True``: ``{"model": state_dict, "meta": {...}}``; ``meta`` holds ``variant``,
+``zero_shot_actor`` (None or 1..7), ``config_json`` / ``config_sha256`` (the whole section, from
+which :func:`build_from_config` rebuilds the architecture), ``steps``, ``train_frames``,
+``final_loss``, ``schedule`` (``joint`` | ``actor_then_action``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pipeline.atomic import atomic_path
+from pipeline.config import from_dict
+from pipeline.e2e.loss import MultitaskLoss
+from pipeline.e2e.model import ABLATIONS, ActorActionRCNN, build_e2e_model
+from pipeline.errors import DataError
+from pipeline.provenance import config_hash, config_json
+
+__all__ = ["VARIANTS", "E2EConfig", "LossWeights", "build_from_config", "criterion",
+           "resolve_device", "save_checkpoint", "load_checkpoint"]
+
+log = logging.getLogger("pipeline.e2e.config")
+
+#: The ``{variant}`` wildcard: Table 3 rows. ``joint_off`` is the full architecture trained
+#: branch by branch ("w/o joint training"), the others are :data:`ABLATIONS`.
+VARIANTS: tuple[str, ...] = (*ABLATIONS, "joint_off")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    rpn_objectness: float  # lambda_1 (RPN objectness: the paper's L_RoI-cls)
+    rpn_box: float  # RPN box regression (part of Faster R-CNN's RPN loss)
+    box: float  # lambda_2 L_box-reg
+    actor: float  # lambda_3 L_actor-cls
+    action: float  # lambda_4 L_action-cls
+    mask: float  # lambda_5 L_mask
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    depth: int  # ResNet depth of both backbones (paper 101)
+    num_frames: int  # context window T (paper 3)
+    fpn_channels: int  # pyramid width (paper/Mask R-CNN 256)
+    anchor_sizes: tuple[int, ...]  # RPN anchors of levels 0..3 + pool, input pixels
+    min_size: int  # shorter side after resizing
+    max_size: int  # longer side at most
+    trainable_layers: int  # ResNet stages trained in each backbone (5 = all)
+    frozen_bn: bool  # FrozenBatchNorm2d (fine-tuning) | BatchNorm2d (from scratch)
+    weights: str | None  # None = random init | local state-dict file (matching keys loaded)
+    representation_size: int  # width of the box and action MLP heads
+    rpn_pre_nms_top_n: tuple[int, int]  # (train, test)
+    rpn_post_nms_top_n: tuple[int, int]  # (train, test)
+    rpn_batch_size_per_image: int
+    box_batch_size_per_image: int
+    box_detections_per_img: int
+    box_score_thresh: float  # detections kept (before the label map's score_thresh)
+    loss_weights: LossWeights
+    iterations: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_policy: str  # "constant" | "poly"
+    checkpoint_every: int
+    score_thresh: float  # label map: instances with a lower actor score are not painted
+    mask_thresh: float  # label map: mask probability of a painted pixel
+    device: str  # "auto" | "cpu" | "cuda"
+    amp: bool
+    seed: int
+    num_workers: int
+
+
+def model_kwargs(cfg: E2EConfig, variant: str) -> dict[str, Any]:
+    """Keyword arguments of :func:`build_e2e_model` for ``variant`` under ``cfg``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    kwargs: dict[str, Any] = {
+        "depth": cfg.depth, "num_frames": cfg.num_frames, "fpn_channels": cfg.fpn_channels,
+        "anchor_sizes": tuple(cfg.anchor_sizes), "min_size": cfg.min_size,
+        "max_size": cfg.max_size, "trainable_layers": cfg.trainable_layers,
+        "frozen_bn": cfg.frozen_bn, "representation_size": cfg.representation_size,
+        "rpn_pre_nms_top_n": tuple(cfg.rpn_pre_nms_top_n),
+        "rpn_post_nms_top_n": tuple(cfg.rpn_post_nms_top_n),
+        "rpn_batch_size_per_image": cfg.rpn_batch_size_per_image,
+        "box_batch_size_per_image": cfg.box_batch_size_per_image,
+        "box_detections_per_img": cfg.box_detections_per_img,
+        "box_score_thresh": cfg.box_score_thresh,
+    }
+    kwargs.update(ABLATIONS.get(variant, {}))  # joint_off: the full architecture
+    return kwargs
+
+
+def load_weights(model: ActorActionRCNN, path: str | Path) -> None:
+    """Initialise ``model`` from a local state dict (e.g. converted Mask R-CNN COCO weights):
+    every tensor whose name and shape match is loaded; the rest keep their random init (the
+    paper initialises the temporal layers randomly). No matching tensor at all is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "e2e_model.weights: file not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = model.state_dict()
+    match = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not match:
+        raise DataError(path, "no tensor matches the model's parameter names and shapes")
+    model.load_state_dict(match, strict=False)
+    log.info("%s: loaded %d of %d tensors (%d in the file)", path, len(match), len(own), len(state))
+
+
+def build_from_config(cfg: E2EConfig, variant: str, *, init_weights: bool = True) -> ActorActionRCNN:
+    """The model of ``variant``; random init (seeded by the caller) plus ``cfg.weights``."""
+    model = build_e2e_model(**model_kwargs(cfg, variant))
+    if init_weights and cfg.weights:
+        load_weights(model, cfg.weights)
+    return model
+
+
+def criterion(cfg: E2EConfig) -> MultitaskLoss:
+    return MultitaskLoss(**asdict(cfg.loss_weights))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; ``cuda`` without a GPU raises RuntimeError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("e2e_model.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: E2EConfig, **meta: Any) -> None:
+    """Final weights + provenance (atomic)."""
+    meta = {"config_json": config_json(cfg), "config_sha256": config_hash(cfg), **meta}
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "meta": meta}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], E2EConfig]:
+    """(state_dict, meta, the config it was trained with) of an e2e checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing e2e checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip/weights_only errors share no base class
+        raise DataError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    if meta.get("variant") not in VARIANTS or "config_json" not in meta:
+        raise DataError(path, "not an e2e_model checkpoint (no variant / config in its meta)")
+    cfg = from_dict(E2EConfig, json.loads(meta["config_json"]), "e2e_model")
+    return obj["model"], meta, cfg
