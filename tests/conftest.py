@@ -29,3 +29,25 @@ def tiny_release(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("a2d") / "Release"
     generate_release(out, stage_config(SynthConfig, "synthetic", TINY_SYNTH))
     return out
+
+
+#: Every trained stage at a few steps and tiny sizes: the whole DAG runs in minutes on a CPU.
+TINY_STAGES = {
+    "segmenter": {"device": "cpu", "min_size": 40, "max_size": 64, "iterations": 2,
+                  "batch_size": 2, "rois_per_image": 16, "mask_head_channels": 16,
+                  "checkpoint_every": 1, "warmup_iterations": 1},
+    "region_model": {
+        "input_size": [32, 48], "device": "cpu",
+        "frontend": {"depth": 18, "reduce_to": 8},
+        "region_head": {"hidden_dim": 16, "pool_size": 3},
+        "stage1": {"iterations": 2, "batch_size": 2, "checkpoint_every": 1},
+        "stage2": {"iterations": 2, "batch_size": 2, "checkpoint_every": 1},
+    },
+    "e2e_model": {
+        "depth": 18, "fpn_channels": 16, "anchor_sizes": [8, 16, 32, 64, 128], "min_size": 48,
+        "max_size": 96, "representation_size": 32, "rpn_pre_nms_top_n": [200, 100],
+        "rpn_post_nms_top_n": [100, 50], "rpn_batch_size_per_image": 32,
+        "box_batch_size_per_image": 16, "box_detections_per_img": 10, "iterations": 2,
+        "batch_size": 2, "checkpoint_every": 1, "device": "cpu",
+    },
+}

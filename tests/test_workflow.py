@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_SYNTH
+from pipeline.a2d.classes import is_valid_label
+from pipeline.index import read_index
+
+from conftest import ROOT, TINY_STAGES, TINY_SYNTH
 
 
 def write_config(tmp: Path, **sections) -> Path:
@@ -41,20 +47,52 @@ def test_bad_config_rejected_before_any_job(tmp_path):
     assert "Error validating config" in proc.stderr + proc.stdout
 
 
-def test_run_and_rerun_triggers(tmp_path):
-    cfg = write_config(tmp_path)
+@pytest.mark.slow
+def test_whole_pipeline_ends_in_metrics_and_report(tmp_path):
+    """The default target on the tiny dataset: synth -> index -> frames -> flow -> masks
+    (trained segmenter) -> both region-model stages -> predictions -> evaluation -> tables ->
+    report, at a few training steps per stage."""
+    cfg = write_config(tmp_path, **TINY_STAGES)
     proc = snakemake(tmp_path, cfg)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    index = tmp_path / "results/index/frames.csv"
-    assert index.is_file()
-    assert (tmp_path / "results/logs/index.log").is_file()
-    assert (tmp_path / "results/benchmarks/index.tsv").is_file()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    res = tmp_path / "results"
+    html = (res / "report/index.html").read_text()
+    assert "SYNTHETIC" in html
+    for model in ("baseline_rgb", "baseline_rgbflow", "region_rgb_model", "region_rgbflow_model",
+                  "region_rgbflow_gt", "e2e_full"):
+        metrics = json.loads((res / f"eval/{model}.json").read_text())
+        for setting in ("actor", "action", "joint"):
+            assert 0 <= metrics[setting]["glo"] <= 100, (model, setting)
+        assert metrics["meta"]["split"] == "test"
+    for table in ("dang_table1", "dang_table3", "timing"):
+        assert (res / f"tables/{table}.md").is_file(), table
+    assert (res / "segmenter/metrics.json").is_file()
+    assert (res / "logs/index.log").is_file() and (res / "benchmarks/index.tsv").is_file()
+    assert not list(res.rglob("*.tmp.*"))
+    # every stage of the region method ran for what it should: features of every video,
+    # label maps of every test video at native size with only valid pairs, plus PNGs
+    table = read_index(res / "index/frames.csv")
+    rm = res / "region_model/rgbflow"
+    assert sorted(p.stem for p in (rm / "features").glob("*.h5")) == sorted(table.video.unique())
+    assert not list(res.glob("region_model/*/*.resume.pt"))  # resume states go on success
+    for video, rows in table[table.split == "test"].groupby("video"):
+        for model in ("baseline_rgbflow", "region_rgbflow_model", "e2e_full"):
+            with h5py.File(res / f"predictions/{model}/{video}.h5", "r", locking=False) as f:
+                labels = f["labels"][:]
+                assert f["frame_ids"][:].tolist() == sorted(rows.frame)
+            assert labels.shape[1:] == (int(rows.height.iloc[0]), int(rows.width.iloc[0]))
+            assert is_valid_label(labels).all() and labels.dtype == np.uint8
+            assert len(list((res / f"predictions/{model}/png/{video}").glob("*.png"))) == len(rows)
+
     # nothing to do on a second run
     proc = snakemake(tmp_path, cfg, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    # a config change of one section re-runs that stage (and downstream), not the dataset
-    cfg2 = write_config(tmp_path, dataset={"max_videos": 4})
+    # a config change of one section re-runs that stage and downstream, not the upstream ones
+    cfg2 = write_config(tmp_path, **{**TINY_STAGES, "evaluation": {"boundary_width": 9}})
     proc = snakemake(tmp_path, cfg2, "-n")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "index" in out and "rule synth" not in out
+    assert "rule evaluate" in out and "rule report" in out
+    for upstream in ("rule synth", "rule frames", "rule flow", "rule train_segmenter",
+                     "rule region_stage1"):
+        assert upstream not in out, upstream

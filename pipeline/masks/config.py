@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.masks.segmenter import A2D_NUM_CLASSES
+from pipeline.a2d.classes import NUM_ACTORS
+
+#: Background + the 7 actors (also pipeline.masks.segmenter's default; kept torch-free here).
+A2D_NUM_CLASSES = 1 + NUM_ACTORS
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pipeline.masks.segmenter import A2D_NUM_CLASSES
+from pipeline.masks.config import A2D_NUM_CLASSES
 
 #: COCO category id (torchvision's 91-entry numbering) -> A2D actor id.
 COCO_TO_A2D: dict[int, int] = {

@@ -29,8 +29,6 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from pipeline.a2d.annotations import read_annotation
 from pipeline.config import add_config_args, config_from_args, from_dict, load_config, section
 from pipeline.config import defaults as config_defaults
@@ -39,10 +37,7 @@ from pipeline.frames import read_frames_cache
 from pipeline.index import read_index
 from pipeline.masks.cache import SOURCES, write_masks_cache
 from pipeline.masks.config import MasksConfig, SegmenterConfig
-from pipeline.masks.inference import predict_regions, resolve_device, set_postprocessing
-from pipeline.masks.labels import class_map_for
 from pipeline.masks.regions import Regions, regions_from_annotation
-from pipeline.masks.weights import load_segmenter
 from pipeline.provenance import file_sha256
 
 log = logging.getLogger("pipeline.masks.run")
@@ -57,6 +52,12 @@ def gt_regions(release: Path, rows) -> dict[int, Regions]:
 def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, source: str,
                       cfg: MasksConfig, seg: SegmenterConfig) -> dict[int, Regions]:
     """``{frame: Regions}`` predicted by the segmenter of ``weights`` on the cached frames."""
+    # torch is imported here, not at module level: the gt source needs none of it, and the
+    # import costs seconds in every one of the per-video jobs.
+    from pipeline.masks.inference import predict_regions, resolve_device, set_postprocessing
+    from pipeline.masks.labels import class_map_for
+    from pipeline.masks.weights import load_segmenter
+
     model, arch = load_segmenter(weights, defaults=seg.inference_defaults())
     # Our own model predicts actors directly; a foreign checkpoint is mapped (labels.py).
     mapping = None if source == "model" else class_map_for(
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, "masks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
+    if args.threads and args.source != "gt":
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         cfg, seg = _configs(args)

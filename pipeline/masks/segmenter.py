@@ -26,14 +26,14 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
+from pipeline.masks.config import A2D_NUM_CLASSES  # 1 background + the 7 A2D actors
+
 #: Backbone depths and the torchvision ResNet each one builds.
 DEPTHS: dict[int, str] = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
 #: Which normalisation layer each ``norm`` setting puts in the backbone.
 NORMS: tuple[str, ...] = ("frozen_bn", "bn", "gn")
 #: The anchor aspect ratios of torchvision's Mask R-CNN (one set per FPN level).
 ASPECT_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
-#: 1 background + the 7 A2D actors (adult, baby, ball, bird, car, cat, dog).
-A2D_NUM_CLASSES = 8
 
 
 def _group_norm(num_channels: int) -> nn.GroupNorm:

@@ -99,6 +99,7 @@ rule timing:
 def report_evals():
     """{name: evaluation JSON} shown in the headline table and per-class charts."""
     models = list(TABLE1_MODELS) + [f"region_rgbflow_{s}" for s in report_region_sources()]
+    models.append(E2E_REPORT_MODEL)  # Ji et al.'s full model, beside the region model
     return {m: f"{RES}/eval/{m}.json" for m in dict.fromkeys(models)}
 
 
@@ -112,13 +113,24 @@ def report_losses():
         out[f"{stem}_{streams}"] = f"{RM}/{streams}/{stem}_loss.csv"
     if MASKS["source"] == "model" or "model" in REGION["stage2"]["train_sources"]:
         out["segmenter"] = rules.train_segmenter.output.losses
+    out[E2E_REPORT_MODEL] = f"{RES}/e2e/full/loss.csv"
     return out
 
 
 def report_qualitative():
     """{name: predictions folder} drawn beside the GT."""
     return {REPORT_BASELINE: f"{RES}/predictions/{REPORT_BASELINE}",
-            report_main_model(): f"{RES}/predictions/{report_main_model()}"}
+            report_main_model(): f"{RES}/predictions/{report_main_model()}",
+            E2E_REPORT_MODEL: f"{RES}/predictions/{E2E_REPORT_MODEL}"}
+
+
+#: Tables of Ji et al. made by workflow/rules/e2e.smk, shown after Dang et al.'s.
+E2E_REPORT_MODEL = "e2e_full"
+E2E_TABLES = ("ji_table1", "ji_table2")
+
+
+def report_tables():
+    return [f"{TABLES}/{t}.md" for t in (*report_table_inputs(), *E2E_TABLES)]
 
 
 def report_inputs(wildcards):
@@ -128,7 +140,7 @@ def report_inputs(wildcards):
         "index": f"{RES}/index/frames.csv",
         "evals": list(report_evals().values()),
         "losses": list(report_losses().values()),
-        "tables": [f"{TABLES}/{t}.md" for t in report_table_inputs()],
+        "tables": report_tables(),
         "timing": f"{TABLES}/timing.csv",
         "predictions": [f"{d}/{v}.h5" for d in report_qualitative().values() for v in test],
         "frames": [f"{RES}/frames/{v}.h5" for v in test],
@@ -148,13 +160,18 @@ rule report:
     params:
         evals=lambda wc: _pairs(report_evals()),
         losses=lambda wc: _pairs(report_losses()),
-        tables=lambda wc: " ".join(f"{TABLES}/{t}.md" for t in report_table_inputs()),
+        tables=lambda wc: " ".join(report_tables()),
         # confusion counts are not in the evaluation JSON: re-scored from the predictions
         confusion=lambda wc: _pairs(report_qualitative()),
         quali=lambda wc: _pairs(report_qualitative()),
         masks=f"{RES}/masks/{MASKS['source']}",
         config=json.dumps(config, sort_keys=True),
         code=code("pipeline.report.__main__"),
+        # named inputs come from an input function that needs the index checkpoint; params
+        # keep the command printable in a dry run before the index exists
+        release=RELEASE,
+        index=f"{RES}/index/frames.csv",
+        timing=f"{TABLES}/timing.csv",
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -166,8 +183,8 @@ rule report:
     conda:
         "../../envs/actorseg.yaml"
     shell:
-        "python -m pipeline.report --results {RES} --release {input.release:q}"
-        " --index {input.index:q} --out {REPORT} --eval {params.evals}"
+        "python -m pipeline.report --results {RES} --release {params.release:q}"
+        " --index {params.index:q} --out {REPORT} --eval {params.evals}"
         " --confusion {params.confusion} --loss {params.losses} --tables {params.tables}"
-        " --timing {input.timing:q} --qualitative {params.quali} --masks-dir {params.masks:q}"
+        " --timing {params.timing:q} --qualitative {params.quali} --masks-dir {params.masks:q}"
         " --frames-dir {RES}/frames --config-json {params.config:q} > {log:q} 2>&1"
