@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -28,22 +26,11 @@ import time
 from pathlib import Path
 
 import yaml
+from machine import machine_facts  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine_facts() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()
-    return (f"command: {shlex.join([sys.executable, *sys.argv])}\n"
-            f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}\n"
-            f"load average (1/5/15 min) at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
 def one_run(cores: int, target: str, synthetic: dict) -> tuple[float, int]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -31,21 +29,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from machine import machine_facts as shared_machine_facts  # benchmarks/machine.py
 
 
 def machine_facts() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()
-    return (f"command: {shlex.join([sys.executable, *sys.argv])}\n"
-            f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}, h5py {h5py.__version__}"
-            f" (HDF5 {h5py.version.hdf5_version}), numpy {np.__version__}\n"
-            f"load average (1/5/15 min) at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+    return shared_machine_facts(f", h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}),"
+                                f" numpy {np.__version__}")
 
 
 def write_files(folder: Path, n: int, c: int, h: int, w: int) -> tuple[Path, Path]:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,22 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.index import read_index  # noqa: E402
+from machine import machine_facts  # benchmarks/machine.py
 
 PAPER_MS = {"flow": 350, "masks": 300, "predict_region": 450}  # Dang et al. 2018, section 4
 
 
-def machine_facts() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()
-    return (f"command: {shlex.join([sys.executable, *sys.argv])}\n"
-            f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}\n"
-            f"load average (1/5/15 min) at start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
 
 
 def read_tsv_seconds(path: Path) -> float:
