@@ -46,7 +46,7 @@ from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import open_cache
 from pipeline.index import read_index
-from pipeline.metrics import SETTINGS, ConfusionMatrix, non_boundary_mask
+from pipeline.metrics import SETTINGS, ConfusionMatrix, non_boundary_mask, save_counts
 
 log = logging.getLogger("pipeline.evaluate")
 PREDICT_STAGE = "predict"
@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boundary-width", type=int, help="band width in px (config: 15)")
     parser.add_argument("--per-class-out", type=Path,
                         help="CSV of per-class GT pixels, accuracy and IoU (Dang Table 5)")
+    parser.add_argument("--confusion-out", type=Path,
+                        help="also write the raw (80, 80) confusion counts as .npz (report)")
     parser.add_argument("--missing-as-background", action="store_true", default=None,
                         help="score a missing prediction as all background instead of failing")
     add_config_args(parser, "evaluation")
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     if cm_nb is not None:
         nb_meta = {**meta, "pixels": "non-boundary", "boundary_width": cfg.boundary_width}
         write_text_atomic(args.non_boundary_out, json.dumps(result_json(cm_nb, nb_meta), indent=2))
+    if args.confusion_out is not None:
+        save_counts(args.confusion_out, cm)
     if args.per_class_out is not None:
         with atomic_path(args.per_class_out) as tmp:
             pd.DataFrame(cm.per_class()).to_csv(tmp, index=False, float_format="%.4f")

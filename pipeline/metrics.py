@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -280,3 +281,14 @@ def non_boundary_mask(gt: np.ndarray, width: int = DANG_BOUNDARY_WIDTH) -> np.nd
     # distance to the nearest zero, so zero the change line. DIST_MASK_PRECISE is exact L2.
     dist = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return dist > (width - 1) / 2
+
+
+def save_counts(path: str | Path, cm: ConfusionMatrix) -> None:
+    """Write ``counts`` (80, 80) int64 and ``n_frames`` to a ``.npz`` (atomically), so the
+    report draws heat maps without scoring the predictions a second time."""
+    from pipeline.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, counts=cm.counts, n_frames=np.int64(cm.n_frames))
+

@@ -20,18 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.a2d.release import Release
-from pipeline.atomic import atomic_path
 from pipeline.errors import DataError
-from pipeline.metrics import N_IDS, ConfusionMatrix
+from pipeline.metrics import N_IDS, ConfusionMatrix, save_counts  # noqa: F401 (re-export)
 
 JSON_KEY = "confusion_counts"
-
-
-def save_counts(path: str | Path, cm: ConfusionMatrix) -> None:
-    """Write ``counts`` (80, 80) int64 and ``n_frames`` to a ``.npz`` (atomically)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, counts=cm.counts, n_frames=np.int64(cm.n_frames))
 
 
 def _checked(counts, path: Path) -> np.ndarray:

@@ -1,7 +1,7 @@
 # Evaluation: score a folder of predictions with the A2D protocol (python -m pipeline.evaluate).
 # Generic over the model: results/predictions/{model}/{video}.h5 (stage predict, one file per
 # test video) -> results/eval/{model}.json (all pixels), .non_boundary.json (Dang Table 2) and
-# .per_class.csv (Dang Table 5).
+# .per_class.csv (Dang Table 5) and .confusion.npz (raw counts for the report's heat maps).
 
 
 rule evaluate:
@@ -13,6 +13,7 @@ rule evaluate:
         json=f"{RES}/eval/{{model}}.json",
         non_boundary=f"{RES}/eval/{{model}}.non_boundary.json",
         per_class=f"{RES}/eval/{{model}}.per_class.csv",
+        confusion=f"{RES}/eval/{{model}}.confusion.npz",
     wildcard_constraints:
         model=r"[A-Za-z0-9_-]+",
     params:
@@ -33,4 +34,5 @@ rule evaluate:
         "python -m pipeline.evaluate --release {input.release:q} --index {input.index:q}"
         " --pred-h5 {params.preds:q} --out {output.json:q}"
         " --non-boundary-out {output.non_boundary:q} --per-class-out {output.per_class:q}"
+        " --confusion-out {output.confusion:q}"
         " --config-json {params.cfg:q} > {log:q} 2>&1"

@@ -124,6 +124,11 @@ def report_qualitative():
             E2E_REPORT_MODEL: f"{RES}/predictions/{E2E_REPORT_MODEL}"}
 
 
+def report_confusion():
+    """{name: confusion counts (.npz) of the evaluate rule} for the models drawn as heat maps."""
+    return {m: f"{RES}/eval/{m}.confusion.npz" for m in report_qualitative()}
+
+
 #: Tables of Ji et al. made by workflow/rules/e2e.smk, shown after Dang et al.'s.
 E2E_REPORT_MODEL = "e2e_full"
 E2E_TABLES = ("ji_table1", "ji_table2")
@@ -143,6 +148,7 @@ def report_inputs(wildcards):
         "tables": report_tables(),
         "timing": f"{TABLES}/timing.csv",
         "predictions": [f"{d}/{v}.h5" for d in report_qualitative().values() for v in test],
+        "confusion": list(report_confusion().values()),
         "frames": [f"{RES}/frames/{v}.h5" for v in test],
         "masks": [f"{RES}/masks/{MASKS['source']}/{v}.h5" for v in test],
     }
@@ -161,8 +167,8 @@ rule report:
         evals=lambda wc: _pairs(report_evals()),
         losses=lambda wc: _pairs(report_losses()),
         tables=lambda wc: " ".join(report_tables()),
-        # confusion counts are not in the evaluation JSON: re-scored from the predictions
-        confusion=lambda wc: _pairs(report_qualitative()),
+        # the counts the evaluate rule saved, so the predictions are not scored twice
+        confusion=lambda wc: _pairs(report_confusion()),
         quali=lambda wc: _pairs(report_qualitative()),
         masks=f"{RES}/masks/{MASKS['source']}",
         config=json.dumps(config, sort_keys=True),
