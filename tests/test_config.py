@@ -62,3 +62,4 @@ def test_from_dict_nested_and_strict():
 def test_defaults_fill_every_section():
     cfg = defaults()
     assert cfg["dataset"]["on_bad_video"] == "fail"
+    assert cfg["cluster"] == {"train_gpus": 1}  # one process per training job unless asked

@@ -4,6 +4,10 @@ the model / checkpoint sources of stage masks (pipeline.masks.run) on its model 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,10 +85,10 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(data, tmp_path, m
 
     real_step = train.train_step
 
-    def dies_at_step_3(model, optimizer, images, targets, step, refs):
+    def dies_at_step_3(model, optimizer, images, targets, step, refs, *args):
         if step == 3:
             raise KeyboardInterrupt("killed")
-        return real_step(model, optimizer, images, targets, step, refs)
+        return real_step(model, optimizer, images, targets, step, refs, *args)
 
     monkeypatch.setattr(train, "train_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
@@ -104,6 +108,27 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(data, tmp_path, m
     b = np.loadtxt(tmp_path / "resumed" / "losses.csv", delimiter=",", skiprows=1)
     assert a[:, 0].tolist() == b[:, 0].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(b, a, rtol=1e-4)
+
+
+def test_two_processes_under_torchrun_write_each_output_once(data, tmp_path):
+    """DDP through torchrun (2 processes on the CPU, gloo): one global batch of 2 split in two;
+    rank 0 alone writes the model, metrics, losses and resume point (with every rank's RNG)."""
+    argv = ["--index", str(data["index"]), "--release", str(data["release"]),
+            "--frames-dir", str(data["frames"]), "--out", str(tmp_path / "model.pt"),
+            "--threads", "2", "--config-json", json.dumps({**TINY, "iterations": 2})]
+    proc = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone",
+                           "--nproc_per_node", "2", "-m", "pipeline.masks.train", *argv],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoints", "losses.csv", "metrics.json", "model.pt"]
+    assert proc.stderr.count("step 2/2") == 1 and "process 1 of 2" in proc.stderr
+    last = load_file(tmp_path / "checkpoints" / "last.pt")
+    assert last["step"] == 2 and len(last["rng_ranks"]) == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["train_frames"] == 4
+    losses = np.loadtxt(tmp_path / "losses.csv", delimiter=",", skiprows=1)
+    assert losses[:, 0].tolist() == [1, 2] and np.isfinite(losses).all()
 
 
 def test_checkpoint_of_another_config_is_not_resumed(data, tmp_path, caplog):

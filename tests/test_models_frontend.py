@@ -22,34 +22,44 @@ def _trunk_features(net: torchvision.models.ResNet, x: torch.Tensor) -> torch.Te
     return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
 
-@pytest.mark.parametrize("depth", [18, 34, 50, 101])
-def test_two_stream_shapes_and_output_stride(depth):
+@pytest.mark.parametrize("depth, output_stride",
+                         [(18, 8), (34, 8), (50, 8), (101, 8), (18, 16), (50, 16)])
+def test_two_stream_shapes_and_output_stride(depth, output_stride):
     torch.manual_seed(0)
-    frontend = build_frontend(depth, two_stream=True).eval()
-    assert frontend.stride == 8
+    frontend = build_frontend(depth, two_stream=True, output_stride=output_stride).eval()
+    assert frontend.stride == output_stride
     assert frontend.out_channels == 2 * TRUNK_CHANNELS[depth]
+    s = output_stride
     with torch.no_grad():
         for h, w in [(45, 61), (17, 24)]:
             rgb, flow = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w)
             out = frontend(rgb, flow)
-            assert out.shape == (1, frontend.out_channels, math.ceil(h / 8), math.ceil(w / 8))
+            assert out.shape == (1, frontend.out_channels, math.ceil(h / s), math.ceil(w / s))
             assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50])
-def test_dilation_is_the_atrous_trick(depth):
+@pytest.mark.parametrize("output_stride, dense_size", [(8, (6, 8)), (16, (3, 4))])
+def test_dilation_is_the_atrous_trick(depth, output_stride, dense_size):
     """The dilated trunk computes the strided trunk's features densely: sampling its output
-    every 4th pixel gives exactly the stride-32 network (Chen et al., the "atrous algorithm").
-    This pins the dilation and padding of every conv in layer3/layer4, BasicBlock included."""
+    every 32/stride-th pixel gives exactly the stride-32 network (Chen et al., the "atrous
+    algorithm"). This pins the dilation and padding of every conv in layer3/layer4, BasicBlock
+    included."""
     torch.manual_seed(1)
     strided = torchvision.models.get_model(f"resnet{depth}", weights=None).eval()
-    dilated = build_resnet_stream_trunk(depth).eval()
+    dilated = build_resnet_stream_trunk(depth, output_stride).eval()
     dilated.load_state_dict(strided.state_dict())
     x = torch.randn(2, 3, 45, 61)
     with torch.no_grad():
         dense, sparse = _trunk_features(dilated, x), _trunk_features(strided, x)
-    assert dense.shape[-2:] == (6, 8) and sparse.shape[-2:] == (2, 2)
-    torch.testing.assert_close(dense[..., ::4, ::4], sparse, rtol=1e-4, atol=1e-4)
+    assert dense.shape[-2:] == dense_size and sparse.shape[-2:] == (2, 2)
+    step = 32 // output_stride
+    torch.testing.assert_close(dense[..., ::step, ::step], sparse, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_output_stride_is_refused():
+    with pytest.raises(ValueError, match="output_stride"):
+        build_resnet_stream_trunk(18, 32)
 
 
 @pytest.mark.parametrize("depth", [18, 34])

@@ -58,6 +58,20 @@ def test_baseline_shapes_and_heads_forward(two_stream):
     assert model.stride == 8
 
 
+@pytest.mark.parametrize("output_stride, rates", [(8, [6, 12, 18, 24]), (16, [3, 6, 9, 12])])
+def test_baseline_output_stride_scales_default_rates(output_stride, rates):
+    model = build_baseline(18, two_stream=False, reduce_to=8, output_stride=output_stride)
+    assert model.stride == output_stride
+    for head in (model.actor_head, model.action_head):
+        assert [conv.dilation[0] for conv in head.branches] == rates
+    explicit = build_baseline(18, two_stream=False, reduce_to=8, rates=[2, 4],
+                              output_stride=output_stride)
+    assert [conv.dilation[0] for conv in explicit.actor_head.branches] == [2, 4]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 45, 61))
+    assert out["actor"].shape[-2:] == (-(-45 // output_stride), -(-61 // output_stride))
+
+
 def test_loss_is_eq1_cross_entropies():
     torch.manual_seed(0)
     actor, action = torch.randn(2, 8, 3, 4), torch.randn(2, 10, 3, 4)

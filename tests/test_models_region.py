@@ -156,17 +156,46 @@ def test_region_segmenter_shapes(pooling, mask_pooling, output_size):
     assert all(torch.isfinite(v).all() for v in out.values())
 
 
-def test_context_region_labels_frames_without_regions():
+@pytest.mark.parametrize("mode", ["complement", "frame"])
+def test_context_region_labels_frames_without_regions(mode):
     torch.manual_seed(0)
-    head = RegionHead(24, 8, pool_size=3, hidden_dim=32)
+    head = RegionHead(24, 8, pool_size=3, hidden_dim=32, context_region=mode)
     features = torch.randn(2, 24, 6, 8)
     scores = head.region_scores(features, _regions(0), (H, W))
     assert [s.shape for s in scores] == [(4, 8), (1, 8)]  # three regions + context, context only
     out = head(features, _regions(0), (H, W))
     # No region on image 2: every pixel carries the context region's scores.
     torch.testing.assert_close(out[1], scores[1][0][:, None, None].expand(8, H, W))
-    no_context = RegionHead(24, 8, pool_size=3, hidden_dim=32, context_region=False)
+    # Image 1, pixels outside every mask: the context region's scores.
+    masks = _regions(0)[0][1]
+    outside = masks.sum(0) == 0
+    vectors = out[0][:, outside]
+    torch.testing.assert_close(vectors, scores[0][-1][:, None].expand_as(vectors))
+    no_context = RegionHead(24, 8, pool_size=3, hidden_dim=32, context_region="none")
     assert (no_context(features, _regions(0), (H, W))[1] == 0).all()
+
+
+def test_complement_context_leaves_region_pixels_to_the_regions():
+    """complement: inside a binary mask only the regions compete; frame: the context does too."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 24, 6, 8)
+    regions = _regions(0)
+    masks = regions[0][1]
+    alone = (masks == 1) & (masks.sum(0) == 1)  # covered by exactly one region
+    for mode in ("complement", "frame"):
+        head = RegionHead(24, 8, pool_size=3, hidden_dim=32, context_region=mode)
+        scores = head.region_scores(features, regions, (H, W))[0]
+        out = head(features, regions, (H, W))[0]
+        for i in range(len(masks)):
+            assert (scores[-1] > scores[i]).any()  # the two modes differ on these pixels
+            pix = out[:, alone[i]]
+            if mode == "complement":
+                torch.testing.assert_close(pix, scores[i][:, None].expand_as(pix))
+            else:  # max with the context region's scores
+                expected = torch.maximum(scores[i], scores[-1])[:, None].expand_as(pix)
+                torch.testing.assert_close(pix, expected)
+    with pytest.raises(ValueError, match="context_region"):
+        RegionHead(24, 8, context_region="everywhere")
 
 
 def test_one_label_per_region():
@@ -189,7 +218,7 @@ def test_one_label_per_region():
 
 def test_mask_pooling_suppresses_features_outside_the_mask():
     torch.manual_seed(0)
-    head = RegionHead(4, 8, pool_size=2, hidden_dim=16, mask_pooling=True, context_region=False)
+    head = RegionHead(4, 8, pool_size=2, hidden_dim=16, mask_pooling=True, context_region="none")
     boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0]])
     masks = torch.zeros(1, 32, 32)
     masks[0, :16] = 1.0  # top half of the box
@@ -198,7 +227,7 @@ def test_mask_pooling_suppresses_features_outside_the_mask():
     scores_a = head.region_scores(a, [(boxes, masks)], (32, 32))[0]
     scores_b = head.region_scores(b, [(boxes, masks)], (32, 32))[0]
     torch.testing.assert_close(scores_a, scores_b)
-    plain = RegionHead(4, 8, pool_size=2, hidden_dim=16, context_region=False)
+    plain = RegionHead(4, 8, pool_size=2, hidden_dim=16, context_region="none")
     plain.load_state_dict(head.state_dict())
     assert not torch.allclose(plain.region_scores(a, [(boxes, masks)], (32, 32))[0],
                               plain.region_scores(b, [(boxes, masks)], (32, 32))[0])

@@ -23,6 +23,9 @@ from conftest import ROOT, TINY_SYNTH
 
 PROFILES = ROOT / "profiles"
 SUBMITTING = ("sbatch", "srun", "scancel")
+#: Rules started by torchrun with cluster.train_gpus > 1 (one DDP process per GPU).
+TRAINING = ("train_segmenter", "region_stage1", "region_stage2", "e2e_train",
+            "e2e_train_zero_shot")
 SLURM_TOOLS = ("sbatch", "squeue", "sinfo", "sacct", "scontrol", "sacctmgr", "srun", "scancel")
 # Python builtins as partition names: unquoted, Snakemake would evaluate them to functions.
 ENV = {"SLURM_ACCOUNT": "acct_test", "SLURM_PARTITION": "all", "SLURM_GPU_PARTITION": "max"}
@@ -87,7 +90,9 @@ def test_slurm_dry_run_prints_resources_and_submits_nothing(tmp_path):
     cfg.write_text(yaml.safe_dump({
         "synthetic": dict(TINY_SYNTH, videos=2), "dataset": {"release": "results/synthetic/Release"},
         # ptlflow on device auto: flow is a GPU stage, as with config/a2d.yaml
-        "flow": {"backend": "ptlflow", "checkpoint": "weights/flownet2.ckpt"}}))
+        "flow": {"backend": "ptlflow", "checkpoint": "weights/flownet2.ckpt"},
+        # two GPUs per training job (batch sizes >= 2 here): torchrun, gpu=2 on one node
+        "cluster": {"train_gpus": 2}}))
     # The DAG past the index depends on the index (a checkpoint): build it locally first.
     proc = snakemake(work, cfg, "--workflow-profile", "none", "--cores", "1",
                      "results/index/frames.csv")
@@ -113,11 +118,17 @@ def test_slurm_dry_run_prints_resources_and_submits_nothing(tmp_path):
     for rule, resources in jobs.items():
         for res in resources:
             assert res["slurm_account"] == "acct_test", (rule, res)
-            gpu = res.get("gpu", "0") == "1"
+            gpu = int(res.get("gpu", "0")) >= 1
             assert res["slurm_partition"] == ("max" if gpu else "all"), (rule, res)
             if gpu:
                 assert int(res["cpus_per_gpu"]) >= 1, (rule, res)
-    assert all(r.get("gpu") == "1" for r in jobs["flow"] + jobs["train_segmenter"])
+            if rule in TRAINING:
+                assert (res.get("gpu"), res.get("nodes")) == ("2", "1"), (rule, res)
+            elif gpu:
+                assert res["gpu"] == "1", (rule, res)
+    assert all(r.get("gpu") == "1" for r in jobs["flow"])
+    for module in ("masks.train", "region.train_baseline", "region.train_region"):
+        assert f"torchrun --standalone --nproc_per_node 2 -m pipeline.{module} " in out, module
     # gt masks read .mat files: CPU partition, no GPU; model masks on the GPU partition
     assert sorted(r.get("gpu", "0") for r in jobs["masks"]) == ["0", "1", "1"]
     assert [r["mem_mb"] for r in jobs["flow"]] == ["12000", "12000"]  # attempt 1

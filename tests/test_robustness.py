@@ -204,7 +204,7 @@ def test_empty_region_list(release, tmp_path):
     # as the region dataset does: regions resized to the model's input size
     resized = resize_regions({"boxes": regions.boxes, "scores": regions.scores,
                               "labels": regions.labels, "masks": regions.masks}, (40, 56))
-    for context in (True, False):
+    for context in ("complement", "frame", "none"):
         cfg = stage_config(RegionConfig, "region_model", {
             "input_size": [40, 56], "region_head": {"context_region": context}})
         model = build_stage2_model(cfg, 16).eval()

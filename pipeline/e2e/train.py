@@ -21,7 +21,9 @@ action labels of one actor's instances (section 4.4); its actor labels, boxes an
 Writes ``--out`` (checkpoint, see :mod:`pipeline.e2e.config`), the loss curves ``--loss-csv`` /
 ``--loss-png`` (default ``loss.csv`` / ``loss.png`` beside ``--out``) and, while training,
 ``<out stem>.resume.pt`` (plus ``<out stem>.actor.pt``, the finished actor phase of
-``joint_off``); rerunning a killed job resumes there.
+``joint_off``); rerunning a killed job resumes there. Under ``torchrun --nproc_per_node N`` it
+trains on N GPUs (:mod:`pipeline.distributed`; ``batch_size`` is the global batch) and only
+rank 0 writes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline import distributed
 from pipeline.a2d.classes import ACTORS
 from pipeline.atomic import atomic_path
 from pipeline.config import add_config_args, config_from_args
@@ -144,7 +147,7 @@ def _run_joint_off(model: ActorActionRCNN, cfg: E2EConfig, dataset, paths: dict[
         for k, v in h.items():
             history.setdefault(k, []).extend(v)
         steps += trainer.step
-        if phase == 1:
+        if phase == 1 and distributed.is_main():
             with atomic_path(done) as tmp:
                 torch.save({"model": model.state_dict(), "config_sha256": run_sha,
                             "history": history}, tmp)
@@ -162,7 +165,7 @@ def train_e2e(cfg: E2EConfig, *, release: str | Path, index: str | Path, frames_
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     out = Path(out)
     paths = side_paths(out)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     records = frame_records(read_index(index), release, split="train")
     if not records:
         raise DataError(index, "no annotated frames in the train split")
@@ -187,6 +190,8 @@ def train_e2e(cfg: E2EConfig, *, release: str | Path, index: str | Path, frames_
                            config_sha256=run_sha, frozen=None, title=f"e2e {variant}{zs}")
         history = trainer.fit(on_step)
         steps, schedule = trainer.step, "joint"
+    if not distributed.is_main():  # one writer under torchrun
+        return history
     loss_csv = Path(loss_csv) if loss_csv else out.with_name("loss.csv")
     loss_png = Path(loss_png) if loss_png else out.with_name("loss.png")
     write_curves(history, loss_csv, loss_png, title=f"e2e {variant}{zs}")
@@ -226,10 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args, E2EConfig, "e2e_model")
     try:
-        train_e2e(cfg, release=args.release, index=args.index, frames_dir=args.frames_dir,
-                  flow_dir=args.flow_dir, variant=args.variant, out=args.out,
-                  zero_shot_actor=args.zero_shot_actor, loss_csv=args.loss_csv,
-                  loss_png=args.loss_png)
+        with distributed.session(resolve_device(cfg.device)):
+            train_e2e(cfg, release=args.release, index=args.index, frames_dir=args.frames_dir,
+                      flow_dir=args.flow_dir, variant=args.variant, out=args.out,
+                      zero_shot_actor=args.zero_shot_actor, loss_csv=args.loss_csv,
+                      loss_png=args.loss_png)
     except DataError as exc:
         log.error("%s", exc)
         return 1

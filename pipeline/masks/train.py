@@ -12,6 +12,14 @@ explicit SGD loop with linear warm-up and step decay, a resumable checkpoint eve
 Writes ``model.pt`` (:func:`pipeline.masks.weights.save_model`), ``metrics.json`` and
 ``losses.csv`` beside it (paths configurable), and keeps ``checkpoints/last.pt`` there: a run
 that is killed continues from it when started again with the same config and data.
+
+Under ``torchrun --nproc_per_node N`` it trains on N GPUs (:mod:`pipeline.distributed`, the same
+rules as the shared engine :class:`pipeline.region.engine.Trainer`): ``segmenter.batch_size`` is
+the global batch, each rank trains on its share of it in ``DistributedDataParallel``, the
+logged losses are averaged over the ranks, a NaN on any rank stops them all, and rank 0 alone
+writes the checkpoints, the model, the losses and evaluates on the test split. Mask R-CNN samples
+anchors and RoIs at random per image, so N processes do not repeat one process's numbers
+exactly (the sampling differs), only its semantics.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline import distributed
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
@@ -79,26 +88,33 @@ def build_training_model(cfg: SegmenterConfig) -> tuple[nn.Module, str]:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
-               targets: list[dict[str, torch.Tensor]], step: int,
-               refs: list[FrameRef]) -> dict[str, float]:
-    """One SGD step on a batch. Returns the loss terms and their sum as floats.
+               targets: list[dict[str, torch.Tensor]], step: int, refs: list[FrameRef],
+               loss_scale: float = 1.0) -> dict[str, float]:
+    """One SGD step on a batch (this rank's share of it under torchrun, ``model`` in DDP, its
+    loss scaled by ``loss_scale``: :func:`pipeline.distributed.loss_scale`). Returns the loss
+    terms and their sum as floats (averaged over the ranks).
 
     Raises:
-        FloatingPointError: the loss is NaN or infinite; the message names the step and the
-            frames of the batch, and no update is applied.
+        FloatingPointError: the loss is NaN or infinite (on any rank); the message names the
+            step and the frames of the batch, and no update is applied.
     """
     model.train()
     losses = model(images, targets)
     total = sum(losses.values())
     values = {k: float(v.detach()) for k, v in losses.items()}
-    if not math.isfinite(float(total.detach())):
+    finite = math.isfinite(float(total.detach()))
+    bad = distributed.ranks_where(not finite)  # every rank stops if one sees a NaN
+    if bad and not finite:
         frames = ", ".join(str(r) for r in refs)
         raise FloatingPointError(f"non-finite loss at step {step} (batch: {frames}): {values}; "
                                  "lower segmenter.lr or check these frames")
+    if bad:
+        raise FloatingPointError(f"non-finite loss at step {step} on rank(s) {bad}")
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    (total * loss_scale).backward()
     optimizer.step()
-    return {"loss": float(total.detach()), **values}
+    return distributed.all_reduce_mean({"loss": float(total.detach()), **values},
+                                       weight=len(images))
 
 
 def _fingerprint(cfg: SegmenterConfig, refs: list[FrameRef]) -> str:
@@ -109,12 +125,19 @@ def _fingerprint(cfg: SegmenterConfig, refs: list[FrameRef]) -> str:
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
                     history: list[list[float]], fingerprint: str, seconds: float) -> None:
-    """Everything needed to continue exactly: weights, momentum buffers, RNG, loss history."""
+    """Everything needed to continue exactly: weights, momentum buffers, RNG, loss history.
+    Under torchrun every rank calls it (each rank's RNG states are gathered); rank 0 writes."""
+    rngs = distributed.gather_objects(
+        (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+         else None))
+    if not distributed.is_main():
+        return
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "history": torch.tensor(history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
-             "fingerprint": fingerprint, "rng": torch.get_rng_state(), "seconds": seconds}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+             "fingerprint": fingerprint, "rng": rngs[0][0], "seconds": seconds,
+             "rng_ranks": [r for r, _ in rngs]}
+    if rngs[0][1] is not None:
+        state["cuda_rng"], state["cuda_rng_ranks"] = rngs[0][1], [c for _, c in rngs]
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -131,9 +154,12 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         return 0, [], 0.0
     load_state(model, ckpt["model"], path)
     optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng"])
+    # each rank its own RNG states when the world size is the one that wrote them
+    rank = distributed.rank() if len(ckpt.get("rng_ranks", [])) == distributed.world_size() else 0
+    torch.set_rng_state(ckpt["rng_ranks"][rank] if "rng_ranks" in ckpt else ckpt["rng"])
     if "cuda_rng" in ckpt and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng_ranks"][rank] if "cuda_rng_ranks" in ckpt
+                                     else ckpt["cuda_rng"])
     log.info("resuming from %s at step %d", path, ckpt["step"])
     return int(ckpt["step"]), ckpt["history"].tolist(), float(ckpt["seconds"])
 
@@ -175,14 +201,14 @@ def train_segmenter(cfg: SegmenterConfig, *, index: Path, release: Path, frames_
 
     Returns:
         The metrics written, or None when ``stop_after`` stopped training early (a checkpoint is
-        saved; nothing else is written).
+        saved; nothing else is written) and on ranks other than 0 under torchrun.
     """
     table = read_index(index)
     train_refs = frame_refs(table, release, frames_dir, split="train")
     test_refs = frame_refs(table, release, frames_dir, split="test")
     if not train_refs:
         raise DataError(index, "no train-split frames to train the segmenter on")
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     model, init = build_training_model(cfg)
     model.to(device)
@@ -192,35 +218,43 @@ def train_segmenter(cfg: SegmenterConfig, *, index: Path, release: Path, frames_
     fingerprint = _fingerprint(cfg, train_refs)
     last = checkpoint_dir / "last.pt"
     step, history, seconds = _resume(last, model, optimizer, fingerprint)
+    if step == 0 and distributed.rank() > 0:  # distinct RoI sampling per rank; rank 0 as alone
+        torch.manual_seed(cfg.seed + distributed.rank())
+    net = distributed.wrap(model, device)  # DDP under torchrun (parameters already frozen)
     stop = cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)
     log.info("segmenter ResNet-%d FPN (%s), init: %s; %d train / %d test frames; device %s; "
              "steps %d..%d of %d", cfg.depth, cfg.norm, init, len(train_refs), len(test_refs),
              device, step, stop, cfg.iterations)
     data = InstanceFrames(train_refs)
-    batches = step_batches(len(data), cfg.batch_size, cfg.seed, step, stop, cfg.hflip)
+    batches = [distributed.shard(b) for b in
+               step_batches(len(data), cfg.batch_size, cfg.seed, step, stop, cfg.hflip)]
     # Its own generator: a DataLoader seeds its workers from the global RNG otherwise, which
     # would shift the RoI sampling of a resumed run away from the uninterrupted one.
-    loader = torch.utils.data.DataLoader(data, batch_sampler=list(batches), collate_fn=collate,
+    loader = torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=collate,
                                          num_workers=cfg.num_workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     tic = time.perf_counter()
     for images, targets, refs in loader:
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
-        values = train_step(model, optimizer, [im.to(device) for im in images],
-                            [{k: v.to(device) for k, v in t.items()} for t in targets], step, refs)
+        values = train_step(net, optimizer, [im.to(device) for im in images],
+                            [{k: v.to(device) for k, v in t.items()} for t in targets], step, refs,
+                            distributed.loss_scale(cfg.batch_size))
         step += 1
         history.append([step, lr_at(step - 1, cfg), values["loss"]]
                        + [values.get(k, 0.0) for k in LOSS_TERMS])
-        if step % cfg.log_every == 0 or step == stop:
+        if (step % cfg.log_every == 0 or step == stop) and distributed.is_main():
             log.info("step %d/%d lr %.2e loss %.4f (%s)", step, cfg.iterations,
                      lr_at(step - 1, cfg), values["loss"],
                      " ".join(f"{k[5:]} {values.get(k, 0.0):.3f}" for k in LOSS_TERMS))
         if step % cfg.checkpoint_every == 0 or step == stop:
             elapsed = seconds + time.perf_counter() - tic
             save_checkpoint(last, model, optimizer, step, history, fingerprint, elapsed)
-            write_losses(checkpoint_dir / "losses.csv", history)  # progress view while training
+            if distributed.is_main():
+                write_losses(checkpoint_dir / "losses.csv", history)  # progress while training
     seconds += time.perf_counter() - tic
+    if not distributed.is_main():  # one writer under torchrun
+        return None
     if step < cfg.iterations:
         log.info("stopped after step %d of %d; run again to continue from %s", step,
                  cfg.iterations, last)
@@ -271,16 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, "segmenter")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:  # the job's threads, shared by torchrun's processes
+        torch.set_num_threads(max(1, args.threads // distributed.launch_env().world_size))
     cfg = config_from_args(args, SegmenterConfig, "segmenter")
     folder = args.out.parent
     try:
-        train_segmenter(cfg, index=args.index, release=args.release, frames_dir=args.frames_dir,
-                        out=args.out, metrics_path=args.metrics or folder / "metrics.json",
-                        losses_path=args.losses or folder / "losses.csv",
-                        checkpoint_dir=args.checkpoint_dir or folder / "checkpoints",
-                        stop_after=args.stop_after)
+        with distributed.session(resolve_device(cfg.device)):
+            train_segmenter(cfg, index=args.index, release=args.release,
+                            frames_dir=args.frames_dir, out=args.out,
+                            metrics_path=args.metrics or folder / "metrics.json",
+                            losses_path=args.losses or folder / "losses.csv",
+                            checkpoint_dir=args.checkpoint_dir or folder / "checkpoints",
+                            stop_after=args.stop_after)
     except (DataError, FloatingPointError, ValueError) as exc:
         log.error("%s", exc)
         return 1

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from pipeline.a2d.classes import NUM_ACTIONS, NUM_ACTORS
-from pipeline.models.aspp import build_aspp_head
+from pipeline.models.aspp import DEFAULT_RATES, build_aspp_head
 from pipeline.models.frontend import IMAGENET_MEAN, IMAGENET_STD, build_frontend
 
 __all__ = ["BaselineSegmenter", "build_baseline"]
@@ -27,7 +27,7 @@ class BaselineSegmenter(nn.Module):
         actor_head: module (B, C, h, w) -> (B, 1 + NUM_ACTORS, h, w) (background first).
         action_head: module (B, C, h, w) -> (B, 1 + NUM_ACTIONS, h, w) (background first).
 
-    Logits are returned at stride ``frontend.stride`` (8): the loss resizes them to the labels
+    Logits are returned at stride ``frontend.stride`` (8 or 16): the loss resizes them to the labels
     (``pipeline.models.losses``) and post-processing to the clip (``pipeline.models.joint``).
     """
 
@@ -68,13 +68,18 @@ def build_baseline(
     rates: Sequence[int] | None = None,
     flow_mean: tuple[float, float, float] = IMAGENET_MEAN,
     flow_std: tuple[float, float, float] = IMAGENET_STD,
+    output_stride: int = 8,
 ) -> BaselineSegmenter:
     """The baseline: :func:`~pipeline.models.frontend.build_frontend` (same arguments) plus two
-    ASPP heads (``aspp`` "v2" or "v3", ``rates`` None = its defaults) with 8 and 10 classes."""
+    ASPP heads (``aspp`` "v2" or "v3") with 8 and 10 classes. ``rates`` None = the variant's
+    defaults at output stride 8, scaled by ``8 / output_stride`` (DeepLab-v3 halves them at 16)."""
     frontend = build_frontend(
         depth=depth, two_stream=two_stream, weights=weights, flow_init=flow_init,
-        reduce_to=reduce_to, flow_mean=flow_mean, flow_std=flow_std,
+        reduce_to=reduce_to, flow_mean=flow_mean, flow_std=flow_std, output_stride=output_stride,
     )
+    if rates is None:
+        rates = [max(1, r * 8 // output_stride) for r in DEFAULT_RATES[aspp]] \
+            if aspp in DEFAULT_RATES else None
     return BaselineSegmenter(
         frontend,
         actor_head=build_aspp_head(frontend.out_channels, 1 + NUM_ACTORS, aspp, rates),

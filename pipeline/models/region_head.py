@@ -11,10 +11,20 @@ resolution, as stored by the ``masks`` stage (divide its uint8 by 255).
 
 Design choices:
 
-- Context region (on by default): every image gets one extra region, the whole frame with mask
-  1 everywhere, scored by the same pooling + FC layers. Every pixel is then covered, pixels
-  outside all actor masks are labelled by the context region (background, by learning), and a
-  frame with no detection still gets a prediction.
+- Context region: Dang et al. are silent on pixels that no region mask covers. Every image
+  gets one extra region, the whole-frame box, scored by the same pooling + FC layers, so every
+  pixel is labelled (background, by learning) and a frame with no detection still gets a
+  prediction. Its mask is, by ``context_region``:
+
+  - ``"complement"`` (default): ``1 - max_i m_ij``, the part of the frame no region covers. A
+    pixel inside a region mask is labelled by the regions only, which is the paper's
+    region-to-pixel layer; the context region fills the rest. With GT masks the context
+    region never competes inside an actor.
+  - ``"frame"``: 1 everywhere. The context competes with the regions in the max of Eq. 2 at
+    every pixel; since most pixels are background its background score grows, and a region
+    must out-score it to label its own pixels. Measured on the synthetic default this
+    collapses to background everywhere within the embedded training budget (README).
+  - ``"none"``: no context region; uncovered pixels get all-zero logits (uniform softmax).
 - Pooling: ``"align"`` (``torchvision.ops.roi_align``, ``aligned=True``: boxes in continuous
   pixel coordinates, detectron2 convention) or ``"pool"`` (``roi_pool``, Fast R-CNN's max
   pooling, what the paper names). ``mask_pooling=True`` adds "free-form" pooling (Caesar et
@@ -37,9 +47,11 @@ from torchvision.ops import roi_align, roi_pool
 from pipeline.a2d.classes import NUM_ACTIONS, NUM_ACTORS
 from pipeline.models.region_to_pixel import region_to_pixel
 
-__all__ = ["RegionHead", "RegionSegmenter", "Regions", "build_region_segmenter", "resize_masks"]
+__all__ = ["CONTEXT_MODES", "RegionHead", "RegionSegmenter", "Regions", "build_region_segmenter",
+           "context_mask", "resize_masks"]
 
 POOLINGS = ("align", "pool")
+CONTEXT_MODES = ("complement", "frame", "none")
 
 
 class Regions(NamedTuple):
@@ -65,6 +77,18 @@ def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return out[:, 0].clamp_(0.0, 1.0)  # antialiasing filters overshoot slightly
 
 
+def context_mask(masks: Tensor, mode: str) -> Tensor:
+    """(N, H, W) region masks -> (1, H, W) mask of the context region (module docstring).
+
+    ``"complement"`` is ``1 - max_i m_ij`` (all ones when N = 0); ``"frame"`` is all ones.
+    """
+    if mode == "frame" or masks.shape[0] == 0:
+        return masks.new_ones((1, *masks.shape[1:]))
+    if mode == "complement":
+        return 1.0 - masks.amax(dim=0, keepdim=True)
+    raise ValueError(f"no context mask for mode {mode!r}; choose one of {CONTEXT_MODES[:2]}")
+
+
 class RegionHead(nn.Module):
     """Region pooling + FC layers -> region scores -> region-to-pixel -> pixel logits.
 
@@ -77,7 +101,8 @@ class RegionHead(nn.Module):
         hidden_dim: width of the hidden FC layers.
         num_fc: number of hidden FC layers (each Linear + ReLU [+ Dropout]) before the classifier.
         dropout: dropout after each hidden FC layer (0 = none).
-        context_region: add the whole-frame context region to every image (module docstring).
+        context_region: mask of the extra whole-frame region, one of :data:`CONTEXT_MODES`
+            (module docstring); ``"none"`` adds no region.
         sampling_ratio: roi_align samples per bin side (ignored by roi_pool).
         mask_threshold: passed to :func:`~pipeline.models.region_to_pixel.region_to_pixel`.
 
@@ -96,13 +121,16 @@ class RegionHead(nn.Module):
         hidden_dim: int = 1024,
         num_fc: int = 2,
         dropout: float = 0.0,
-        context_region: bool = True,
+        context_region: str = "complement",
         sampling_ratio: int = 2,
         mask_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if context_region not in CONTEXT_MODES:
+            raise ValueError(f"unknown context_region {context_region!r}; "
+                             f"choose one of {CONTEXT_MODES}")
         self.num_classes = num_classes
         self.pool_size = pool_size
         self.pooling = pooling
@@ -124,7 +152,7 @@ class RegionHead(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def _with_context(self, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-        if not self.context_region:
+        if self.context_region == "none":
             return boxes
         h, w = image_size
         frame = boxes.new_tensor([[0.0, 0.0, float(w), float(h)]])
@@ -178,7 +206,9 @@ class RegionHead(nn.Module):
                               image_boxes[:n]], dim=1)
             bins.append(roi_align(masks[:, None].to(dtype), rois, self.pool_size, 1.0,
                                   self.sampling_ratio, aligned=True))
-            if len(image_boxes) > n:  # context region: the whole frame is inside
+            # Context region: pooled over the whole frame in both modes (its features are
+            # the frame's context; its mask decides only which pixels it may label).
+            if len(image_boxes) > n:
                 bins.append(masks.new_ones((1, 1, self.pool_size, self.pool_size), dtype=dtype))
         return torch.cat(bins)
 
@@ -206,8 +236,8 @@ class RegionHead(nn.Module):
         pixels = []
         for (_, masks), image_scores in zip(regions, scores):
             masks = resize_masks(masks.to(features.dtype), size)
-            if self.context_region:
-                masks = torch.cat([masks, masks.new_ones((1, *size))])
+            if self.context_region != "none":
+                masks = torch.cat([masks, context_mask(masks, self.context_region)])
             pixels.append(region_to_pixel(image_scores, masks, mask_threshold=self.mask_threshold))
         return torch.stack(pixels)
 
@@ -255,7 +285,7 @@ def build_region_segmenter(
     hidden_dim: int = 1024,
     num_fc: int = 2,
     dropout: float = 0.0,
-    context_region: bool = True,
+    context_region: str = "complement",
     mask_threshold: float = 0.0,
 ) -> RegionSegmenter:
     """The region back-end on ``in_channels`` fused features (``frontend.out_channels``);

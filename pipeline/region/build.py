@@ -37,6 +37,7 @@ def build_stage1_model(cfg: RegionConfig, streams: str) -> BaselineSegmenter:
     return build_baseline(
         depth=fe.depth, two_stream=check_streams(streams) == "rgbflow", weights=fe.pretrained,
         flow_init=fe.flow_init, reduce_to=fe.reduce_to, aspp=cfg.aspp,
+        output_stride=fe.output_stride,
         rates=list(cfg.aspp_rates) if cfg.aspp_rates is not None else None,
     )
 

@@ -23,6 +23,7 @@ class FrontendConfig:
     flow_init: str  # "rgb" (copy the RGB stream) | "random"
     reduce_to: int | None  # per-stream 1x1 channel reduction; None keeps 512/2048
     flow_max_px: float | None  # flow_to_rgb saturation in px; None = per-image max
+    output_stride: int  # 8 (the paper: layer3+4 dilated) | 16 (layer4 only, ~4x cheaper)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class RegionHeadConfig:
     hidden_dim: int  # width of the hidden FC layers of each region classifier
     num_fc: int
     dropout: float
-    context_region: bool  # whole-frame region so every pixel is covered (background)
+    context_region: str  # "complement" | "frame" | "none": mask of the whole-frame region
     output_stride: int  # region-to-pixel resolution: input size / output_stride
 
 

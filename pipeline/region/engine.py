@@ -14,6 +14,20 @@ On a GPU, cuDNN/atomics make runs close but not bitwise equal; that is expected.
 
 A non-finite loss raises :class:`FloatingPointError` naming the step and the batch's
 ``video/frame`` ids. Loss curves are written as CSV and PNG at every checkpoint and at the end.
+
+Several processes (torchrun, :mod:`pipeline.distributed`): ``spec.batch_size`` stays the
+**global** batch. Every rank draws the same :func:`batch_indices` and trains on its share
+(:func:`pipeline.distributed.shard`: items ``rank::world``, sizes differing by at most one); the
+model is wrapped in ``DistributedDataParallel``, which averages the gradients over the ranks.
+Each rank's loss is scaled by ``its items * world / batch_size`` (exactly 1 when the world size
+divides the batch), so the averaged gradient is that of the loss averaged over the global
+batch's items: the results semantics of one process with the same batch. It is exact up to
+float rounding when the loss is a mean over equally weighted items and the model has no
+BatchNorm in training mode or dropout; on CUDA BatchNorm layers become ``SyncBatchNorm``
+(``spec.sync_bn``), on the CPU they normalise each share on its own. Logged terms are the same
+item-weighted mean over the ranks. Only rank 0 writes the resume state and the loss curves;
+every rank loads the resume state (each its own RNG state), so a resumed multi-process run
+continues as the uninterrupted one would. A NaN on any rank stops every rank at the same step.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline import distributed
 from pipeline.atomic import atomic_path
 from pipeline.region.data import collate, describe_batch
 
@@ -53,6 +68,9 @@ class RunSpec:
     device: torch.device
     amp: bool
     num_workers: int = 0
+    # Several processes only (see the module docstring and pipeline.distributed.wrap):
+    find_unused_parameters: bool = False  # a step may leave trainable parameters without grad
+    sync_bn: bool = True  # CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 def lr_factor(policy: str, step: int, iterations: int, power: float = 0.9) -> float:
@@ -160,7 +178,9 @@ class Trainer:
     """Train ``model`` with ``loss_fn`` on ``dataset`` for ``spec.iterations`` steps.
 
     Args:
-        model: the module whose parameters ``optimizer`` updates (already on ``spec.device``).
+        model: the module whose parameters ``optimizer`` updates (already on ``spec.device``;
+            frozen layers already frozen). Under torchrun it is wrapped in DDP here, and
+            ``loss_fn`` receives the wrapper: call it, do not reach into its attributes.
         loss_fn: see :data:`LossFn`.
         dataset: items as :class:`pipeline.region.data.RegionFrames` gives them.
         optimizer: over the parameters to learn (param groups carry their base LR).
@@ -177,8 +197,15 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, spec: RunSpec, *, state_path: str | Path,
                  config_sha256: str, train_mode: Callable[[nn.Module], None] | None = None,
                  curves: tuple[Path, Path] | None = None, title: str = "") -> None:
-        self.model, self.loss_fn, self.dataset = model, loss_fn, dataset
+        self.loss_fn, self.dataset = loss_fn, dataset
         self.optimizer, self.spec = optimizer, spec
+        # net: what the loss calls (DDP under torchrun); model: the plain module (state dicts)
+        self.net = distributed.wrap(model, spec.device, sync_bn=spec.sync_bn,
+                                    find_unused_parameters=spec.find_unused_parameters)
+        self.model = distributed.unwrap(self.net)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.shard_size = distributed.shard_size(spec.batch_size)
+        self.loss_scale = distributed.loss_scale(spec.batch_size)  # 1.0 for equal shards
         self.state_path = Path(state_path)
         self.config_sha256 = config_sha256
         self.train_mode = train_mode or (lambda m: m.train())
@@ -192,11 +219,15 @@ class Trainer:
 
     # -- resume state -------------------------------------------------------------------------
     def save_state(self) -> None:
+        """Write the resume state (rank 0; every rank must call it: RNG states are gathered)."""
+        rngs = distributed.gather_objects(_rng_state(self.spec.device))
+        if self.rank != 0:
+            return
         state = {
             "step": self.step, "config_sha256": self.config_sha256,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(self.spec.device), "history": self.history,
+            "rng": rngs[0], "rng_ranks": rngs, "history": self.history,
         }
         with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
@@ -218,14 +249,18 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.step = int(state["step"])
-        _set_rng_state(state["rng"], self.spec.device)
+        rngs = state.get("rng_ranks", [state["rng"]])
+        if len(rngs) != self.world and self.world > 1:
+            log.warning("%s: written by %d process(es), now %d: every rank takes rank 0's RNG "
+                        "state", self.state_path, len(rngs), self.world)
+        _set_rng_state(rngs[self.rank] if len(rngs) == self.world else rngs[0], self.spec.device)
         log.info("resumed from %s at step %d", self.state_path, self.step)
         return True
 
     # -- loop ---------------------------------------------------------------------------------
     def _loader(self, start: int) -> DataLoader:
         n, spec = len(self.dataset), self.spec
-        batches = [batch_indices(n, spec.batch_size, spec.seed, s)
+        batches = [distributed.shard(batch_indices(n, spec.batch_size, spec.seed, s))
                    for s in range(start, spec.iterations)]
         # Own generator: DataLoader draws worker base seeds from it instead of the global RNG.
         gen = torch.Generator().manual_seed(spec.seed * 7919 + start)
@@ -238,18 +273,22 @@ class Trainer:
         self.train_mode(self.model)
         batch = to_device(batch, self.spec.device)
         with autocast(self.spec.device, self.amp_dtype):
-            terms = self.loss_fn(self.model, batch)
+            terms = self.loss_fn(self.net, batch)
         loss = terms["loss"]
-        if not torch.isfinite(loss.detach()).all():
+        finite = bool(torch.isfinite(loss.detach()).all())
+        bad = distributed.ranks_where(not finite)  # every rank stops if one sees a NaN
+        if bad:
             values = {k: float(v.detach()) for k, v in terms.items()}
-            raise NonFiniteLoss(f"non-finite loss at step {self.step} (terms {values}) on "
-                                f"batch [{describe_batch(batch)}]")
+            where = (f"(terms {values}) on batch [{describe_batch(batch)}]" if not finite else
+                     f"on rank(s) {bad}, not this one (see that rank's error)")
+            raise NonFiniteLoss(f"non-finite loss at step {self.step} {where}")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * self.loss_scale).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return distributed.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()},
+                                           weight=self.shard_size)
 
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None
             ) -> dict[str, list[float]]:
@@ -258,7 +297,9 @@ class Trainer:
         ``on_step(step, terms)`` is called after each completed step (``step`` counts completed
         steps), e.g. to log or, in tests, to simulate a kill.
         """
-        self.load_state()
+        if not self.load_state() and self.rank > 0:
+            # distinct random streams per rank (dropout masks), rank 0 keeps the one-process one
+            torch.manual_seed(torch.initial_seed() + self.rank)
         spec = self.spec
         t0, every = time.perf_counter(), max(1, spec.iterations // 20)
         for batch in self._loader(self.step):
@@ -270,7 +311,7 @@ class Trainer:
                 self.history.setdefault(k, []).append(v)
             for i, lr in enumerate(lrs):
                 self.history.setdefault(f"lr{i}", []).append(lr)
-            if self.step % every == 0 or self.step == spec.iterations:
+            if (self.step % every == 0 or self.step == spec.iterations) and self.rank == 0:
                 log.info("step %d/%d loss %.4f (%.2f s/step)", self.step, spec.iterations,
                          terms["loss"], (time.perf_counter() - t0) / every)
                 t0 = time.perf_counter()
@@ -278,13 +319,14 @@ class Trainer:
                 self.save_state()
             if on_step is not None:
                 on_step(self.step, terms)
-        if self.curves is not None:
+        if self.curves is not None and self.rank == 0:
             write_curves(self.history, *self.curves, title=self.title)
         return self.history
 
     def finish(self) -> None:
-        """Remove the resume state once the final weights are written."""
-        self.state_path.unlink(missing_ok=True)
+        """Remove the resume state once the final weights are written (rank 0)."""
+        if self.rank == 0:
+            self.state_path.unlink(missing_ok=True)
 
 
 def loss_decreased(history: dict[str, list[float]], key: str = "loss", frac: float = 0.2) -> float:

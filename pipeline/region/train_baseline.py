@@ -13,6 +13,8 @@ Writes ``--out`` (weights + provenance, see :mod:`pipeline.region.build`), the l
 ``<out stem>_loss.csv`` / ``.png`` beside it, and while training a resume state
 ``<out stem>.resume.pt`` every ``stage1.checkpoint_every`` steps: rerunning the same command
 after a kill continues from it and ends with the same weights as an uninterrupted run (CPU).
+Under ``torchrun --nproc_per_node N`` it trains on N GPUs (:mod:`pipeline.distributed`;
+``stage1.batch_size`` is the global batch) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import distributed
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.index import read_index
@@ -59,7 +62,7 @@ def train_stage1(cfg: RegionConfig, *, release: str | Path, index: str | Path,
     if streams == "rgbflow" and flow_dir is None:
         raise ValueError("streams 'rgbflow' needs flow_dir")
     out = Path(out)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     records = frame_records(read_index(index), release, split="train")
     if not records:
         raise DataError(index, "no annotated frames in the train split")
@@ -87,8 +90,9 @@ def train_stage1(cfg: RegionConfig, *, release: str | Path, index: str | Path,
     log.info("stage 1 (%s): %d train frames of %d videos, %d steps x %d on %s", streams,
              len(records), len({r.video for r in records}), s1.iterations, s1.batch_size, device)
     history = trainer.fit(on_step)
-    save_checkpoint(out, model.cpu(), cfg, stage=STAGE, streams=streams, steps=trainer.step,
-                    train_frames=len(records), final_loss=history["loss"][-1])
+    if distributed.is_main():
+        save_checkpoint(out, model.cpu(), cfg, stage=STAGE, streams=streams, steps=trainer.step,
+                        train_frames=len(records), final_loss=history["loss"][-1])
     trainer.finish()
     return history
 
@@ -108,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args, RegionConfig, "region_model")
     try:
-        train_stage1(cfg, release=args.release, index=args.index, frames_dir=args.frames_dir,
-                     flow_dir=args.flow_dir, streams=args.streams, out=args.out)
+        with distributed.session(resolve_device(cfg.device)):
+            train_stage1(cfg, release=args.release, index=args.index, frames_dir=args.frames_dir,
+                         flow_dir=args.flow_dir, streams=args.streams, out=args.out)
     except DataError as exc:
         log.error("%s", exc)
         return 1

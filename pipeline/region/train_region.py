@@ -13,7 +13,7 @@ section 4, Table 3).
         [--config-json JSON | --config FILE]
 
 ``--train-sources`` defaults to ``stage2.train_sources``. Loss curves and the resume state are
-written beside ``--out`` as in stage 1.
+written beside ``--out`` as in stage 1; several GPUs through torchrun as in stage 1, too.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import distributed
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.index import read_index
@@ -57,7 +58,7 @@ def train_stage2(cfg: RegionConfig, *, release: str | Path, index: str | Path,
     """Train the region back-end on the train split and write ``out``; returns the history."""
     sources = tuple(sorted(train_sources or cfg.stage2.train_sources))
     out = Path(out)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     records = frame_records(read_index(index), release, split="train")
     if not records:
         raise DataError(index, "no annotated frames in the train split")
@@ -92,10 +93,11 @@ def train_stage2(cfg: RegionConfig, *, release: str | Path, index: str | Path,
     log.info("stage 2 (%s, masks %s): %d train frames, %d steps x %d on %s", first.streams,
              "+".join(sources), len(records), s2.iterations, s2.batch_size, device)
     history = trainer.fit(on_step)
-    save_checkpoint(out, model.cpu(), cfg, stage=STAGE, streams=first.streams,
-                    train_sources="+".join(sources), stage1_sha256=stage1_sha.pop(),
-                    in_channels=first.channels, stride=first.stride, steps=trainer.step,
-                    train_frames=len(records), final_loss=history["loss"][-1])
+    if distributed.is_main():
+        save_checkpoint(out, model.cpu(), cfg, stage=STAGE, streams=first.streams,
+                        train_sources="+".join(sources), stage1_sha256=stage1_sha.pop(),
+                        in_channels=first.channels, stride=first.stride, steps=trainer.step,
+                        train_frames=len(records), final_loss=history["loss"][-1])
     trainer.finish()
     return history
 
@@ -118,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args, RegionConfig, "region_model")
     try:
-        train_stage2(cfg, release=args.release, index=args.index, features_dir=args.features_dir,
-                     masks_root=args.masks_root, out=args.out, train_sources=args.train_sources)
+        with distributed.session(resolve_device(cfg.device)):
+            train_stage2(cfg, release=args.release, index=args.index,
+                         features_dir=args.features_dir, masks_root=args.masks_root, out=args.out,
+                         train_sources=args.train_sources)
     except DataError as exc:
         log.error("%s", exc)
         return 1

@@ -45,3 +45,19 @@ def videos(split=None):
 def final_targets():
     """What `snakemake` with no target builds: grows with the stages."""
     return [f"{RES}/report/index.html"]
+
+
+def train_gpus(device, batch_size):
+    """GPUs of a training job: cluster.train_gpus, at most one per item of the stage's global
+    batch (a process needs at least one item per step); 0 when the stage's device is cpu."""
+    if device == "cpu":
+        return 0
+    return max(1, min(config["cluster"]["train_gpus"], batch_size))
+
+
+def train_launcher(gpus):
+    """How a training stage is started: `python` for one process, torchrun with one DDP process
+    per GPU on this node otherwise (the stage reads its rank from torchrun's environment)."""
+    if gpus <= 1:
+        return "python"
+    return f"torchrun --standalone --nproc_per_node {gpus}"

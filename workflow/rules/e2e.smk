@@ -12,6 +12,8 @@ E2E = config["e2e_model"]
 E2E_DIR = f"{RES}/e2e"
 # A GPU is requested only when the stages may run on CUDA ("auto" resolves on the node).
 E2E_GPU = 0 if E2E["device"] == "cpu" else 1
+# Training jobs: cluster.train_gpus GPUs (one torchrun process each), capped by the batch size.
+E2E_TRAIN_GPUS = train_gpus(E2E["device"], E2E["batch_size"])
 E2E_VARIANTS = ["full", "maskrcnn_pairs", "no_mask", "no_temporal", "no_flow", "joint_off"]
 E2E_NO_FLOW = ("maskrcnn_pairs", "no_flow")
 ZS_ACTORS = ["adult", "baby", "ball", "bird", "car", "cat", "dog"]
@@ -75,12 +77,13 @@ rule e2e_train:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=E2E_GPU,
+        gpu=E2E_TRAIN_GPUS,
     conda:
         "../../envs/actorseg.yaml"
     shell:
-        "python -m pipeline.e2e.train --release {input.release:q} --index {input.index:q}"
-        " --frames-dir {RES}/frames {params.flow} --variant {wildcards.variant}"
+        train_launcher(E2E_TRAIN_GPUS) + " -m pipeline.e2e.train --release {input.release:q}"
+        " --index {input.index:q} --frames-dir {RES}/frames {params.flow}"
+        " --variant {wildcards.variant}"
         " --out {output.ckpt:q} --loss-csv {output.csv:q} --loss-png {output.png:q}"
         " --config-json {params.cfg:q} > {log:q} 2>&1"
 
@@ -105,12 +108,12 @@ rule e2e_train_zero_shot:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=E2E_GPU,
+        gpu=E2E_TRAIN_GPUS,
     conda:
         "../../envs/actorseg.yaml"
     shell:
-        "python -m pipeline.e2e.train --release {input.release:q} --index {input.index:q}"
-        " --frames-dir {RES}/frames --flow-dir {RES}/flow --variant full"
+        train_launcher(E2E_TRAIN_GPUS) + " -m pipeline.e2e.train --release {input.release:q}"
+        " --index {input.index:q} --frames-dir {RES}/frames --flow-dir {RES}/flow --variant full"
         " --zero-shot-actor {wildcards.zs_actor} --out {output.ckpt:q}"
         " --loss-csv {output.csv:q} --loss-png {output.png:q}"
         " --config-json {params.cfg:q} > {log:q} 2>&1"

@@ -7,6 +7,8 @@ MASKS = config["masks"]
 SEG = config["segmenter"]
 # "auto" resolves on the compute node, where the GPU is: request one unless told cpu.
 SEG_GPU = 0 if SEG["device"] == "cpu" else 1
+# Training: cluster.train_gpus GPUs (one torchrun process each), capped by the batch size.
+SEG_TRAIN_GPUS = train_gpus(SEG["device"], SEG["batch_size"])
 MASK_SOURCES = ("model", "checkpoint", "gt")
 
 
@@ -61,12 +63,13 @@ rule train_segmenter:
         mem_mb=4000 if SEG["depth"] <= 34 else 16000,
         # minutes; room for ~1 s per step (a CPU step of the default is ~0.5 s)
         runtime=max(30, SEG["iterations"] // 60),
-        gpu=SEG_GPU,
+        gpu=SEG_TRAIN_GPUS,
     conda:
         "../../envs/actorseg.yaml"
     shell:
-        "python -m pipeline.masks.train --index {input.index:q} --release {input.release:q}"
-        " --frames-dir {RES}/frames --out {output.model:q} --metrics {output.metrics:q}"
+        train_launcher(SEG_TRAIN_GPUS) + " -m pipeline.masks.train --index {input.index:q}"
+        " --release {input.release:q} --frames-dir {RES}/frames --out {output.model:q}"
+        " --metrics {output.metrics:q}"
         " --losses {output.losses:q} --threads {threads} --config-json {params.cfg:q}"
         " > {log:q} 2>&1"
 

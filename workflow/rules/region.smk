@@ -10,6 +10,9 @@ REGION = config["region_model"]
 RM = f"{RES}/region_model"
 # A GPU is requested only when the stages may run on CUDA ("auto" resolves on the node).
 REGION_GPU = 0 if REGION["device"] == "cpu" else 1
+# Training jobs: cluster.train_gpus GPUs (one torchrun process each), capped by the batch size.
+STAGE1_GPUS = train_gpus(REGION["device"], REGION["stage1"]["batch_size"])
+STAGE2_GPUS = train_gpus(REGION["device"], REGION["stage2"]["batch_size"])
 _SRC = "(?:model|checkpoint|gt)"
 
 
@@ -69,12 +72,13 @@ rule region_stage1:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=REGION_GPU,
+        gpu=STAGE1_GPUS,
     conda:
         "../../envs/actorseg.yaml"
     shell:
-        "python -m pipeline.region.train_baseline --release {input.release:q}"
-        " --index {input.index:q} --frames-dir {RES}/frames {params.flow}"
+        train_launcher(STAGE1_GPUS) + " -m pipeline.region.train_baseline"
+        " --release {input.release:q} --index {input.index:q}"
+        " --frames-dir {RES}/frames {params.flow}"
         " --streams {wildcards.streams} --out {output.ckpt:q}"
         " --config-json {params.cfg:q} > {log:q} 2>&1"
 
@@ -137,12 +141,13 @@ rule region_stage2:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=REGION_GPU,
+        gpu=STAGE2_GPUS,
     conda:
         "../../envs/actorseg.yaml"
     shell:
-        "python -m pipeline.region.train_region --release {input.release:q}"
-        " --index {input.index:q} --features-dir {RM}/{wildcards.streams}/features"
+        train_launcher(STAGE2_GPUS) + " -m pipeline.region.train_region"
+        " --release {input.release:q} --index {input.index:q}"
+        " --features-dir {RM}/{wildcards.streams}/features"
         " --masks-root {RES}/masks --train-sources {wildcards.train_masks:q}"
         " --out {output.ckpt:q} --config-json {params.cfg:q} > {log:q} 2>&1"
 
