@@ -137,7 +137,10 @@ rule region_stage2:
         f"{LOGS}/region_stage2/{{streams}}_{{train_masks}}.log",
     benchmark:
         f"{BENCH}/region_stage2/{{streams}}_{{train_masks}}.tsv"
-    threads: 2
+    # Small FC layers and gathers on cached features: measured at 1.0 CPU core (cpu_time /
+    # wall of its benchmark file, embedded default), so a second thread would sit idle while
+    # it could run a per-video job.
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=24 * 60,
