@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from pipeline.a2d.release import Release
+from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import create_cache, open_cache
@@ -240,16 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="frames cache (.h5) to write")
     add_config_args(parser, "frames")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, FramesConfig, "frames")
     if cfg.context < 0:
         parser.error(f"frames.context must be >= 0, got {cfg.context}")
-    try:
-        cache_video(args.release, args.index, args.video, args.out, cfg)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_stage(log, cache_video, args.release, args.index, args.video, args.out, cfg)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from pipeline import distributed
 from pipeline.a2d.classes import ACTORS
 from pipeline.atomic import atomic_path
+from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
 from pipeline.e2e.config import (
     VARIANTS, E2EConfig, build_from_config, criterion, resolve_device, save_checkpoint,
@@ -228,18 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-png", type=Path, help="loss curve plot (default: beside --out)")
     add_config_args(parser, "e2e_model")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, E2EConfig, "e2e_model")
-    try:
-        with distributed.session(resolve_device(cfg.device)):
-            train_e2e(cfg, release=args.release, index=args.index, frames_dir=args.frames_dir,
-                      flow_dir=args.flow_dir, variant=args.variant, out=args.out,
-                      zero_shot_actor=args.zero_shot_actor, loss_csv=args.loss_csv,
-                      loss_png=args.loss_png)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    with distributed.session(resolve_device(cfg.device)):
+        return run_stage(log, train_e2e, cfg, release=args.release, index=args.index,
+                         frames_dir=args.frames_dir, flow_dir=args.flow_dir,
+                         variant=args.variant, out=args.out,
+                         zero_shot_actor=args.zero_shot_actor, loss_csv=args.loss_csv,
+                         loss_png=args.loss_png)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
-from pipeline.errors import DataError
 from pipeline.flow.stage import FlowConfig, compute_flow
 
 log = logging.getLogger("pipeline.flow")
@@ -41,18 +41,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU threads for OpenCV/torch (default: $OMP_NUM_THREADS or 1)")
     add_config_args(parser, "flow")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, FlowConfig, "flow")
     _set_threads(max(1, args.threads))
-    try:
-        compute_flow(args.frames, args.out, cfg)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    except ValueError as exc:  # bad configuration (unknown backend/model, no checkpoint)
-        log.error("config: %s", exc)
-        return 1
-    return 0
+    # A ValueError here is a bad configuration (unknown backend/model, no checkpoint).
+    return run_stage(log, compute_flow, args.frames, args.out, cfg, config_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.index import read_index
@@ -96,16 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="feature cache (.h5) to write")
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, RegionConfig, "region_model")
-    try:
-        extract_features(index=args.index, video=args.video, frames_dir=args.frames_dir,
-                         flow_dir=args.flow_dir, streams=args.streams, stage1=args.stage1,
-                         out=args.out, device_name=cfg.device)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_stage(log, extract_features, index=args.index, video=args.video,
+                     frames_dir=args.frames_dir, flow_dir=args.flow_dir, streams=args.streams,
+                     stage1=args.stage1, out=args.out, device_name=cfg.device)
 
 
 if __name__ == "__main__":

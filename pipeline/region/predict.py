@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from pipeline.a2d.annotations import write_col_png
+from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import create_cache
@@ -163,17 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png-dir", type=Path, help="folder for the A2D colour PNGs")
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, RegionConfig, "region_model")
-    try:
-        predict_video(model=args.model, index=args.index, video=args.video, out=args.out,
-                      png_dir=args.png_dir, stage1=args.stage1, frames_dir=args.frames_dir,
-                      flow_dir=args.flow_dir, stage2=args.stage2, features_dir=args.features_dir,
-                      masks_dir=args.masks_dir, device_name=cfg.device)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_stage(log, predict_video, model=args.model, index=args.index, video=args.video,
+                     out=args.out, png_dir=args.png_dir, stage1=args.stage1,
+                     frames_dir=args.frames_dir, flow_dir=args.flow_dir, stage2=args.stage2,
+                     features_dir=args.features_dir, masks_dir=args.masks_dir,
+                     device_name=cfg.device)
 
 
 if __name__ == "__main__":

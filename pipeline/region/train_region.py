@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from pipeline import distributed
+from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.index import read_index
@@ -117,17 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="stage-2 checkpoint to write")
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     cfg = config_from_args(args, RegionConfig, "region_model")
-    try:
-        with distributed.session(resolve_device(cfg.device)):
-            train_stage2(cfg, release=args.release, index=args.index,
-                         features_dir=args.features_dir, masks_root=args.masks_root, out=args.out,
-                         train_sources=args.train_sources)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    with distributed.session(resolve_device(cfg.device)):
+        return run_stage(log, train_stage2, cfg, release=args.release, index=args.index,
+                         features_dir=args.features_dir, masks_root=args.masks_root,
+                         out=args.out, train_sources=args.train_sources)
 
 
 if __name__ == "__main__":
