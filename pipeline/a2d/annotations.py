@@ -8,17 +8,26 @@ field       MATLAB shape  as h5py shows it                  here
 ==========  ============  ================================  ===========================
 reS_id      H x W         (W, H)                            ``label`` (H, W) uint8
 reMask      H x W x N     (N, W, H), or (W, H) when N == 1  ``masks`` (N, H, W) bool
-reBBox      N x 4         (4, N)                            ``boxes`` (N, 4) float32
+reBBox      N x 4         (4, N)                            not read (see below)
 id          N x 1         (1, N)                            ``ids`` (N,) int64
 ==========  ============  ================================  ===========================
 
-``reBBox`` holds MATLAB 1-based inclusive ``[x1 y1 x2 y2]``; ``boxes`` here are 0-based with an
-exclusive far corner, ``(x1 - 1, y1 - 1, x2, y2)``, the torchvision convention.
+**Boxes come from the masks.** ``boxes`` are the tight box of each ``reMask`` instance
+(:func:`mask_boxes`: 0-based, far corner exclusive, the torchvision convention), never
+``reBBox``: the layout of ``reBBox`` is unconfirmed on a real file (1-based inclusive
+``[x1 y1 x2 y2]`` is an assumption) while ``reMask`` is the pixel ground truth every metric
+uses, so a box derived from it cannot disagree with its mask whatever ``reBBox`` holds.
+:func:`write_mat` still writes ``reBBox`` (1-based inclusive ``[x1 y1 x2 y2]``) so our files
+carry every field of the release.
+
+An instance whose ``reMask`` has no pixel has no box and no pixel to score: the reader leaves it
+out (with its id and A2D-Sentences instance id) and logs one warning naming the file.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +39,8 @@ from pipeline.a2d.classes import VALID_PAIRS, is_valid_label, label_to_rgb, rgb_
 from pipeline.atomic import atomic_path
 from pipeline.errors import DataError
 
+log = logging.getLogger("pipeline.a2d.annotations")
+
 
 @dataclass
 class FrameAnnotation:
@@ -38,7 +49,9 @@ class FrameAnnotation:
     Attributes:
         label: (H, W) uint8 joint actor-action ids (0 = background).
         masks: (N, H, W) bool instance masks.
-        boxes: (N, 4) float32 ``x1, y1, x2, y2``, 0-based, far corner exclusive.
+        boxes: (N, 4) float32 ``x1, y1, x2, y2``, 0-based, far corner exclusive; as read, the
+            tight box of each mask (:func:`mask_boxes`). :func:`write_mat` writes them as
+            ``reBBox``.
         ids: (N,) int64 actor-action id of each instance.
         instance: (N,) int64 A2D-Sentences instance ids (consistent within a video), or None.
     """
@@ -90,17 +103,42 @@ def _read_masks(ds: h5py.Dataset, hw: tuple[int, int]) -> np.ndarray:
     return arr != 0
 
 
-def _read_boxes(ds: h5py.Dataset) -> np.ndarray:
-    if _is_empty(ds):
-        return np.zeros((0, 4), dtype=np.float32)
-    arr = np.asarray(ds, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.shape[0] != 4:
-        raise ValueError(f"reBBox has shape {arr.shape}, expected (4, N)")
-    boxes = arr.T.copy()  # (N, 4) MATLAB 1-based inclusive
-    boxes[:, :2] -= 1
-    return boxes.astype(np.float32)
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes of instance masks.
+
+    Args:
+        masks: (N, H, W) bool, every mask with at least one pixel.
+
+    Returns:
+        (N, 4) float32 ``x1, y1, x2, y2``: 0-based first column/row of the mask and one past its
+        last, so a box holds exactly the mask's pixel rows and columns.
+
+    Raises:
+        ValueError: for an empty mask (it has no box).
+    """
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        cols, rows = np.flatnonzero(m.any(axis=0)), np.flatnonzero(m.any(axis=1))
+        if not len(cols):
+            raise ValueError(f"instance {i} has an empty mask")
+        boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes
+
+
+def _instances(path: Path, masks: np.ndarray, ids: np.ndarray, instance: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Masks, boxes from the masks, ids and instance ids, instances with an empty mask left out."""
+    if len(masks) != len(ids):
+        raise DataError(path, f"counts disagree: {len(masks)} masks, {len(ids)} ids")
+    if instance is not None and len(instance) != len(ids):
+        raise DataError(path, f"{len(instance)} instance ids for {len(ids)} masks")
+    keep = masks.any(axis=(1, 2))
+    if not keep.all():
+        log.warning("%s: left out %d instance(s) with an empty reMask (ids %s)", path,
+                    int((~keep).sum()), ids[~keep].tolist())
+        masks, ids = masks[keep], ids[keep]
+        instance = instance[keep] if instance is not None else None
+    return masks, mask_boxes(masks), ids, instance
 
 
 def _read_vector(ds: h5py.Dataset) -> np.ndarray:
@@ -115,27 +153,30 @@ def _read_vector(ds: h5py.Dataset) -> np.ndarray:
 def read_annotation(path: str | Path) -> FrameAnnotation:
     """Read a ``.mat`` (v7.3) or A2D-Sentences ``.h5`` annotation and validate it.
 
+    ``boxes`` are derived from ``reMask`` and instances with an empty mask are left out (module
+    docstring); ``reBBox`` is not read.
+
     Raises:
         DataError: naming ``path``, for an unreadable/truncated file, a missing field, an
-            unknown class id, or mask/box/id counts that disagree.
+            unknown class id, or mask/id counts that disagree.
     """
     path = Path(path)
     try:
         with h5py.File(path, "r", locking=False) as f:
-            missing = [k for k in ("reS_id", "reMask", "reBBox", "id") if k not in f]
+            missing = [k for k in ("reS_id", "reMask", "id") if k not in f]
             if missing:
                 raise DataError(path, f"missing field(s) {missing}")
             label_raw = np.asarray(f["reS_id"], dtype=np.float64).T
             if not np.all(np.isfinite(label_raw)) or np.any(label_raw != np.round(label_raw)):
                 raise DataError(path, "reS_id holds non-integer values")
             label = label_raw.astype(np.int64)
-            ann = FrameAnnotation(
-                label=label,
-                masks=_read_masks(f["reMask"], label.shape),
-                boxes=_read_boxes(f["reBBox"]),
-                ids=_read_vector(f["id"]),
-                instance=_read_vector(f["instance"]) if "instance" in f else None,
-            )
+            masks = _read_masks(f["reMask"], label.shape)
+            ids = _read_vector(f["id"])
+            instance = _read_vector(f["instance"]) if "instance" in f else None
+        if masks.shape[1:] != label.shape:
+            raise DataError(path, f"reMask size {masks.shape[1:]} != reS_id size {label.shape}")
+        masks, boxes, ids, instance = _instances(path, masks, ids, instance)
+        ann = FrameAnnotation(label=label, masks=masks, boxes=boxes, ids=ids, instance=instance)
     except DataError:
         raise
     except (OSError, KeyError, ValueError) as exc:

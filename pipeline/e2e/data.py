@@ -18,8 +18,9 @@ The frames cache must hold at least ``num_frames // 2`` frames of context (``fra
 
 ``target`` (centre frame): ``boxes`` (N, 4) float32 xyxy (far corner exclusive), ``actor`` (N,)
 int64 1..7, ``action`` (N,) int64 1..9, or :data:`~pipeline.e2e.labels.IGNORE_ACTION` for the
-zero-shot actor, ``masks`` (N, H, W) uint8. Instances with an empty mask or a box of zero width
-or height are dropped: they have no pixels to learn and their box regression target is infinite.
+zero-shot actor, ``masks`` (N, H, W) uint8. Boxes are the tight boxes of the masks and instances
+with an empty mask are left out, both by :func:`pipeline.a2d.annotations.read_annotation`: an
+empty instance has no pixel to learn and a zero-size box an infinite regression target.
 
 Items are batched by :func:`pipeline.region.data.collate` (the training engine's collate):
 ``images``, ``flows`` and ``target`` become lists, so clips of different sizes batch together.
@@ -28,7 +29,6 @@ HDF5 handles are opened lazily in the reading process (DataLoader workers includ
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,6 @@ from pipeline.region.data import FrameRecord
 
 __all__ = ["ClipFrames", "read_target"]
 
-log = logging.getLogger("pipeline.e2e.data")
 
 
 def read_target(mat: str | Path, zero_shot_actor: int | None = None) -> dict[str, Tensor]:
@@ -58,19 +57,15 @@ def read_target(mat: str | Path, zero_shot_actor: int | None = None) -> dict[str
         zero_shot_actor: actor id 1..7 whose action labels are withheld
             (:func:`pipeline.e2e.labels.mask_action_labels`), or None.
     """
+    # read_annotation leaves out empty masks and derives each box from its mask, so every box
+    # has positive width and height, as torchvision's detector requires.
     ann = read_annotation(mat)
-    boxes = ann.boxes.astype(np.float32)
-    keep = (ann.masks.reshape(len(ann.masks), -1).any(axis=1)
-            & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
-    if not keep.all():
-        log.debug("%s: dropped %d empty/degenerate instance(s)", mat, int((~keep).sum()))
-    ids = ann.ids[keep]
     h, w = ann.label.shape
     target = {
-        "boxes": torch.from_numpy(boxes[keep].reshape(-1, 4)),
-        "actor": torch.from_numpy((ids // 10).astype(np.int64)),
-        "action": torch.from_numpy((ids % 10).astype(np.int64)),
-        "masks": torch.from_numpy(ann.masks[keep].astype(np.uint8).reshape(-1, h, w)),
+        "boxes": torch.from_numpy(ann.boxes.astype(np.float32).reshape(-1, 4)),
+        "actor": torch.from_numpy((ann.ids // 10).astype(np.int64)),
+        "action": torch.from_numpy((ann.ids % 10).astype(np.int64)),
+        "masks": torch.from_numpy(ann.masks.astype(np.uint8).reshape(-1, h, w)),
     }
     if zero_shot_actor is not None:
         target = mask_action_labels([target], zero_shot_actor)[0]

@@ -2,7 +2,8 @@
 (Ji et al. 2018 Table 2; protocol of Kalogeiton et al. 2017, :mod:`pipeline.e2e.detection_ap`).
 
 Every annotated frame of the split's videos (the protocol: ``test``) is scored against its GT
-instances (``.mat`` boxes and ids, at the native size), box IoU >= ``--iou`` (0.5). A missing
+instances (``.mat`` ids and the tight boxes of their ``reMask`` masks, at the native size;
+``reBBox`` is not used, see :mod:`pipeline.a2d.annotations`), box IoU >= ``--iou`` (0.5). A missing
 detections file or frame is an error: scoring it as "no detections" would hide a broken run.
 
     python -m pipeline.e2e.detect_eval --release DIR --index results/index/frames.csv \\
@@ -48,7 +49,7 @@ NAMES = {"actor": actor_name, "action": action_name, "joint": pair_name}
 
 
 def gt_instances(mat: str | Path) -> dict[str, torch.Tensor]:
-    """GT boxes (G, 4), actor (G,), action (G,) int64 of one annotated frame."""
+    """GT boxes (G, 4) (tight boxes of the masks), actor (G,), action (G,) int64 of one frame."""
     ann = read_annotation(mat)
     ids = torch.from_numpy(ann.ids.astype("int64"))
     return {"boxes": torch.from_numpy(ann.boxes.reshape(-1, 4)), "actor": ids // 10,

@@ -65,7 +65,9 @@ def instance_target(ann: FrameAnnotation) -> dict[str, torch.Tensor]:
     """GT instances of a frame as a torchvision detection target.
 
     Instances with an empty mask or a degenerate box are left out: torchvision's Mask R-CNN
-    rejects boxes of zero width or height, and an empty mask teaches nothing.
+    rejects boxes of zero width or height, and an empty mask teaches nothing. (An annotation from
+    :func:`pipeline.a2d.annotations.read_annotation` has neither: its boxes are the masks' tight
+    boxes; this guards annotations built in memory.)
 
     Returns:
         ``boxes`` (N, 4) float32 (clipped to the frame), ``labels`` (N,) int64 actors 1..7,

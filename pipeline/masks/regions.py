@@ -72,8 +72,9 @@ class Regions:
 def regions_from_annotation(ann: FrameAnnotation) -> Regions:
     """The ground-truth instances of a frame as regions: score 1, mask 0 or 255, actor labels.
 
-    Boxes are the annotation's own ``reBBox`` (converted to 0-based, far corner exclusive by
-    :func:`pipeline.a2d.annotations.read_annotation`), not recomputed from the masks.
+    Boxes are the annotation's: the tight box of each ``reMask`` instance, 0-based, far corner
+    exclusive (:func:`pipeline.a2d.annotations.read_annotation` derives them from the masks and
+    never reads ``reBBox``, whose layout is unconfirmed).
     """
     n = len(ann.ids)
     return Regions(boxes=ann.boxes.astype(np.float32).reshape(n, 4),
