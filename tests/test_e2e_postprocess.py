@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.e2e.postprocess import (
-    boxes_to_masks, instances_to_label_map, select_actions, to_instances,
+    boxes_to_masks, detection_scores, instances_to_label_map, select_actions, to_instances,
 )
 
 
@@ -78,3 +78,51 @@ def test_to_instances_joint_scores_valid_pairs_and_box_masks():
     assert inst["masks"].shape == (2, 3, 4) and float(inst["masks"][1].sum()) == 6.0
     label = instances_to_label_map(inst, (3, 4), score_thresh=0.0)
     np.testing.assert_array_equal(label, np.array([[22, 22, 0, 0], [22, 22, 44, 44], [0, 44, 44, 44]]))
+
+
+def _copies():
+    """torchvision-style output: one RoI copied for actors adult (1) and baby (2), one bird (4)."""
+    return {
+        "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0], [20.0, 0.0, 30.0, 10.0]]),
+        "actor": torch.tensor([1, 2, 4]), "actor_score": torch.tensor([0.8, 0.2, 0.5]),
+        # columns: actions 1..9; baby-flying (24) and adult-flying (14) are invalid pairs
+        "action_probs": torch.tensor([[0, 0, 0, 0.5, 0, 0, 0, 0.4, 0.1],
+                                      [0, 0, 0, 0.5, 0, 0, 0, 0.5, 0],
+                                      [0, 0, 0, 0.7, 0, 0, 0, 0, 0.3]]),
+    }
+
+
+def test_detection_scores_actor_setting_suppresses_same_class_duplicates():
+    pred = _copies()
+    det, cls, score = detection_scores(pred, "actor")
+    # different actors overlapping are different classes: both stay
+    assert det.tolist() == [0, 2, 1] and cls.tolist() == [1, 4, 2]
+    torch.testing.assert_close(score, torch.tensor([0.8, 0.5, 0.2]))
+    pred["actor"] = torch.tensor([1, 1, 4])  # now a same-class duplicate (IoU 0.9 > 0.5)
+    det, cls, _ = detection_scores(pred, "actor")
+    assert det.tolist() == [0, 2] and cls.tolist() == [1, 4]
+    assert detection_scores(pred, "actor", nms_iou=None)[0].tolist() == [0, 2, 1]
+
+
+def test_detection_scores_action_combines_actor_score_and_drops_copies():
+    det, cls, score = detection_scores(_copies(), "action")
+    # adult copy: walking 0.8*0.4, none 0.8*0.1 (flying invalid for adults);
+    # baby copy: walking 0.2*0.5 = 0.1, a duplicate of the adult's walking (IoU 0.9): suppressed;
+    # bird: flying 0.5*0.7, none 0.5*0.3
+    assert list(zip(det.tolist(), cls.tolist())) == [(2, 4), (0, 8), (2, 9), (0, 9)]
+    torch.testing.assert_close(score, torch.tensor([0.35, 0.32, 0.15, 0.08]))
+    det, cls, score = detection_scores(_copies(), "action", nms_iou=None)
+    assert (1, 8) in list(zip(det.tolist(), cls.tolist())) and len(det) == 5
+
+
+def test_detection_scores_joint_classes_and_empty_input():
+    det, cls, score = detection_scores(_copies(), "joint")
+    # the copies are different joint classes (18 vs 28): no suppression between them
+    assert list(zip(det.tolist(), cls.tolist())) == [(2, 44), (0, 18), (2, 49), (1, 28), (0, 19)]
+    torch.testing.assert_close(score, torch.tensor([0.35, 0.32, 0.15, 0.1, 0.08]))
+    empty = {"boxes": torch.zeros(0, 4), "actor": torch.zeros(0, dtype=torch.int64),
+             "actor_score": torch.zeros(0), "action_probs": torch.zeros(0, 9)}
+    for setting in ("actor", "action", "joint"):
+        assert all(len(t) == 0 for t in detection_scores(empty, setting))
+    with pytest.raises(ValueError, match="setting"):
+        detection_scores(empty, "pair")

@@ -3,12 +3,15 @@
 
 Every annotated frame of the split's videos (the protocol: ``test``) is scored against its GT
 instances (``.mat`` ids and the tight boxes of their ``reMask`` masks, at the native size;
-``reBBox`` is not used, see :mod:`pipeline.a2d.annotations`), box IoU >= ``--iou`` (0.5). A missing
+``reBBox`` is not used, see :mod:`pipeline.a2d.annotations`), box IoU >= ``--iou`` (0.5).
+Detections are scored per class as a detector would (actor ``p(actor | box)``, action and joint
+``p(actor | box) * p(action | box is an actor)``) and duplicates suppressed per scored class by
+NMS at ``--nms-iou`` (0.5): :func:`pipeline.e2e.postprocess.detection_scores`. A missing
 detections file or frame is an error: scoring it as "no detections" would hide a broken run.
 
     python -m pipeline.e2e.detect_eval --release DIR --index results/index/frames.csv \\
         --detections-dir results/predictions/e2e_full/detections \\
-        --out results/eval/e2e_full.detection.json [--split test] [--iou 0.5]
+        --out results/eval/e2e_full.detection.json [--split test] [--iou 0.5] [--nms-iou 0.5]
 
 Output JSON (AP and mAP in percent, like the paper's tables; a class without GT is null and
 left out of the mean)::
@@ -17,8 +20,8 @@ left out of the mean)::
      "ap": {"adult-climbing": ..}}, "meta": {...}}
 
 ``ap`` is keyed by class name (joint: ``actor-action``); ``meta`` holds the release, whether it
-is synthetic, the split, frame / video counts, IoU threshold and the detections' provenance,
-which :mod:`pipeline.tables` (``ji_table2``) and :mod:`pipeline.e2e.zero_shot` read.
+is synthetic, the split, frame / video counts, IoU and NMS thresholds, the scoring rule and the
+detections' provenance, which :mod:`pipeline.tables` (``ji_table2``) and :mod:`pipeline.e2e.zero_shot` read.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pipeline.a2d.classes import action_name, actor_name, pair_name
 from pipeline.a2d.release import Release
 from pipeline.atomic import write_text_atomic
 from pipeline.e2e.detection_ap import DetectionAP
+from pipeline.e2e.postprocess import DETECTION_NMS_IOU
 from pipeline.e2e.predict import DETECTIONS_FORMAT, DETECTIONS_STAGE, read_detections
 from pipeline.errors import DataError
 from pipeline.evaluate import eval_frames, release_is_synthetic
@@ -71,9 +75,13 @@ def _pct(value: float) -> float | None:
 
 
 def evaluate_detections(release: Release, frames: dict[str, list[int]], detections_dir: Path,
-                        iou: float = 0.5) -> tuple[dict, list[dict]]:
-    """Accumulate every frame; returns (``{setting: {"map", "ap"}}`` in percent, provenance)."""
-    ap = DetectionAP(iou_thresh=iou)
+                        iou: float = 0.5, nms_iou: float | None = DETECTION_NMS_IOU
+                        ) -> tuple[dict, list[dict]]:
+    """Accumulate every frame; returns (``{setting: {"map", "ap"}}`` in percent, provenance).
+
+    ``nms_iou``: IoU of the class-wise duplicate suppression (None: none).
+    """
+    ap = DetectionAP(iou_thresh=iou, nms_iou=nms_iou)
     provenance: list[dict] = []
     for vid, frame_ids in frames.items():
         path = detections_dir / f"{vid}.h5"
@@ -107,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("test", "train"), default="test",
                         help="split to score (the protocol: test)")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU of a true positive (0.5)")
+    parser.add_argument("--nms-iou", type=float, default=DETECTION_NMS_IOU,
+                        help="IoU of the class-wise NMS that suppresses duplicate detections of "
+                             f"a scored class ({DETECTION_NMS_IOU})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -114,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         frames = eval_frames(release, args.index, args.split)
         if not frames:
             raise DataError(args.index or release.videoset, f"no annotated {args.split} frames")
-        result, provenance = evaluate_detections(release, frames, args.detections_dir, args.iou)
+        result, provenance = evaluate_detections(release, frames, args.detections_dir, args.iou,
+                                                 args.nms_iou)
     except (DataError, ValueError) as exc:
         log.error("%s", exc)
         return 1
@@ -125,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_videos": len(frames),
         "n_frames": sum(len(v) for v in frames.values()),
         "iou": args.iou,
+        "nms_iou": args.nms_iou,
+        "scoring": "actor p(actor|box); action, joint p(actor|box) * p(action|box is an actor); "
+                   "class-wise NMS",
         "units": "percent",
         "predictions": str(args.detections_dir.resolve()),
         "prediction_format": "e2e_detections",

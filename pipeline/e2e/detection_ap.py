@@ -2,6 +2,9 @@
 
 Protocol (Kalogeiton et al. 2017, as reported by Ji et al. 2018, Table 2 and Fig. 4):
 
+- Scoring: each frame's detections are scored per class as a detector would and duplicates
+  suppressed by class-wise NMS at IoU 0.5 (:func:`pipeline.e2e.postprocess.detection_scores`:
+  actor ``p(actor | box)``; action and joint ``p(actor | box) * p(action | box is an actor)``).
 - Per class, detections of all frames are ranked by score; each is matched in its own frame,
   PASCAL VOC rule: to the GT of that class with the highest IoU; a TP if that IoU >= ``iou_thresh``
   (0.5) and the GT is not yet taken, otherwise an FP (a duplicate is an FP).
@@ -10,8 +13,7 @@ Protocol (Kalogeiton et al. 2017, as reported by Ji et al. 2018, Table 2 and Fig
 - AP is the area under the precision-recall curve with **all-point interpolation** (VOC 2010+):
   precision is made monotone (each point takes the max precision at any higher recall) and
   summed over every recall step. mAP = mean AP over the classes that have GT.
-- Settings: ``actor`` (7 classes, actor scores), ``action`` (9, action scores), ``joint`` (the 43
-  valid pairs, joint scores = actor * action).
+- Settings: ``actor`` (7 classes), ``action`` (9), ``joint`` (the 43 valid pairs).
 - A GT whose action is unknown (-1) counts in the actor setting only; in the action and joint
   settings it is an "ignore" region (VOC "difficult"): a detection matched to it is neither TP
   nor FP.
@@ -29,6 +31,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from pipeline.a2d.classes import NUM_ACTIONS, NUM_ACTORS, VALID_PAIRS
+from pipeline.e2e.postprocess import DETECTION_NMS_IOU, detection_scores
 
 __all__ = ["average_precision", "match_detections", "DetectionAP", "actor_pair_ap", "zero_shot_ratio"]
 
@@ -102,14 +105,18 @@ class DetectionAP:
 
     Args:
         iou_thresh: IoU of a true positive (0.5).
-        iou_type: "box" or "mask".
+        iou_type: "box" or "mask" (matching; duplicates are always suppressed on boxes).
+        nms_iou: IoU of the class-wise NMS of :func:`~pipeline.e2e.postprocess.detection_scores`
+            (0.5); None scores every box, duplicates included.
     """
 
-    def __init__(self, iou_thresh: float = 0.5, iou_type: str = "box") -> None:
+    def __init__(self, iou_thresh: float = 0.5, iou_type: str = "box",
+                 nms_iou: float | None = DETECTION_NMS_IOU) -> None:
         if iou_type not in ("box", "mask"):
             raise ValueError(f"iou_type must be 'box' or 'mask', got {iou_type!r}")
         self.iou_thresh = iou_thresh
         self.iou_type = iou_type
+        self.nms_iou = nms_iou
         self._scores = {s: {c: [] for c in cls} for s, cls in SETTINGS.items()}
         self._tp = {s: {c: [] for c in cls} for s, cls in SETTINGS.items()}
         self._num_gt = {s: dict.fromkeys(cls, 0) for s, cls in SETTINGS.items()}
@@ -118,8 +125,8 @@ class DetectionAP:
         """Add one frame.
 
         Args:
-            pred: ``boxes`` (D, 4), ``actor``, ``action`` (D,) int64, ``actor_score``,
-                ``action_score``, ``score`` (D,) float (see :func:`pipeline.e2e.postprocess.to_instances`);
+            pred: ``boxes`` (D, 4), ``actor`` (D,) int64, ``actor_score`` (D,), ``action_probs``
+                (D, 9) (a detections file's frame, :func:`pipeline.e2e.predict.read_detections`);
                 ``masks`` (D, H, W) for mask IoU.
             gt: ``boxes`` (G, 4), ``actor`` (G,), ``action`` (G,) int64 (-1 = unknown); ``masks``
                 (G, H, W) for mask IoU.
@@ -129,13 +136,14 @@ class DetectionAP:
         else:
             iou = _mask_iou(pred["masks"], gt["masks"])
         known = gt["action"] >= 1
-        keys = {
-            "actor": (pred["actor"], pred["actor_score"], gt["actor"], torch.zeros_like(known)),
-            "action": (pred["action"], pred["action_score"], gt["action"], ~known),
-            "joint": (10 * pred["actor"] + pred["action"], pred["score"],
-                      10 * gt["actor"] + gt["action"], ~known),
+        gt_keys = {
+            "actor": (gt["actor"], torch.zeros_like(known)),
+            "action": (gt["action"], ~known),
+            "joint": (10 * gt["actor"] + gt["action"], ~known),
         }
-        for setting, (p_cls, p_score, g_cls, g_unknown) in keys.items():
+        for setting, (g_cls, g_unknown) in gt_keys.items():
+            det, p_cls, p_score = detection_scores(pred, setting, self.nms_iou)
+            p_iou = iou[det]
             for c in SETTINGS[setting]:
                 d = torch.where(p_cls == c)[0]
                 # GT of the class, plus unknown-action GT that might be of this class (ignored)
@@ -147,7 +155,7 @@ class DetectionAP:
                 self._num_gt[setting][c] += int(((g_cls == c) & ~g_unknown).sum())
                 if len(d) == 0:
                     continue
-                tp, counted = match_detections(iou[d][:, g], p_score[d], g_unknown[g], self.iou_thresh)
+                tp, counted = match_detections(p_iou[d][:, g], p_score[d], g_unknown[g], self.iou_thresh)
                 self._scores[setting][c].append(p_score[d].detach().cpu().numpy()[counted])
                 self._tp[setting][c].append(tp[counted])
 

@@ -5,8 +5,23 @@ Rules (all documented here once, tested in ``tests/test_e2e_postprocess.py``):
 - **Action of an instance**: the most probable action among those valid for its actor
   (:data:`pipeline.a2d.classes.VALID_PAIRS`), so every instance is one of the 43 valid pairs.
   Every actor has at least four valid actions ("none" among them), so there is always one.
-- **Scores**: ``actor_score`` from the actor classifier, ``action_score`` = p(action | actor RoI)
-  of the chosen action, joint ``score = actor_score * action_score`` (for detection mAP).
+- **Instance scores** (label maps, the detections file): ``actor_score`` from the actor
+  classifier, ``action_score`` = p(action | actor RoI) of the chosen action, joint
+  ``score = actor_score * action_score``.
+- **Detection scores for mAP** (:func:`detection_scores`), as a detector reports them: every
+  detection is a box for each class it may be, scored by the probability that the box *is* that
+  class. torchvision's box head emits one copy of a RoI per actor class (own box, own
+  ``actor_score`` = p(actor | box)); ``action_probs`` is p(action | box is an actor), so
+
+  - actor a: ``p(a | box)``;
+  - action b: ``p(a | box) * p(b | box is an actor)`` for the copy's actor a, b valid for a;
+  - joint (a, b): the same product, class ``10 * a + b``, valid pairs only.
+
+  Actions are not restricted to the chosen one: the second-best action of a box is a (lower
+  scored) detection too. Scores of 0 are no detection (the pair baseline's one-hot actions).
+  Duplicates are then suppressed per scored class by NMS at IoU :data:`DETECTION_NMS_IOU`
+  (0.5, the matching IoU of the protocol): the copies of one RoI are one action detection, not
+  several, and a background box (low actor score) cannot rank above an actor.
 - **No mask head**: an instance's mask is its box filled (pixels whose centre lies inside).
 - **Label map**: instances with ``actor_score < score_thresh`` are dropped; the rest are painted
   in increasing ``actor_score`` order (ties: input order) wherever their mask probability is
@@ -21,9 +36,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torchvision.ops import batched_nms
+
+from pipeline.a2d.classes import NUM_ACTIONS
 from pipeline.e2e.labels import valid_action_table
 
-__all__ = ["select_actions", "boxes_to_masks", "to_instances", "instances_to_label_map"]
+__all__ = ["select_actions", "boxes_to_masks", "to_instances", "instances_to_label_map",
+           "detection_scores", "DETECTION_NMS_IOU", "DETECTION_SETTINGS"]
+
+#: IoU above which (torchvision's ``nms``: strictly) a lower-scored box of the same scored class is a duplicate.
+DETECTION_NMS_IOU = 0.5
+DETECTION_SETTINGS = ("actor", "action", "joint")
 
 
 def select_actions(actor: Tensor, action_probs: Tensor, valid_only: bool = True) -> tuple[Tensor, Tensor]:
@@ -99,3 +122,38 @@ def instances_to_label_map(
         fg = instances["masks"][i].cpu() >= mask_thresh
         label[fg] = int(joint[i])
     return label.numpy()
+
+
+def detection_scores(pred: dict[str, Tensor], setting: str, nms_iou: float | None = DETECTION_NMS_IOU
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """Scored per-class detections of one frame for mAP (rules in the module docstring).
+
+    Args:
+        pred: ``boxes`` (D, 4) xyxy, ``actor`` (D,) int64 1..7, ``actor_score`` (D,) =
+            p(actor | box), ``action_probs`` (D, 9) = p(action 1..9 | box is an actor).
+        setting: "actor", "action" or "joint".
+        nms_iou: IoU of class-wise NMS; None keeps every box (no suppression).
+
+    Returns:
+        ``det`` (K,) int64 row of ``pred`` each detection comes from, ``cls`` (K,) int64 its
+        class (actor 1..7, action 1..9 or joint ``10 * actor + action``) and ``score`` (K,)
+        float32, by decreasing score.
+    """
+    actor = pred["actor"].long()
+    actor_score = pred["actor_score"].float()
+    if setting == "actor":
+        det, cls, score = torch.arange(len(actor), device=actor.device), actor, actor_score
+    elif setting in ("action", "joint"):
+        probs = pred["action_probs"].float().reshape(len(actor), NUM_ACTIONS)
+        det, col = torch.where(valid_action_table().to(actor.device)[actor, 1:])
+        cls = col + 1 if setting == "action" else 10 * actor[det] + col + 1
+        score = actor_score[det] * probs[det, col]
+    else:
+        raise ValueError(f"setting must be one of {DETECTION_SETTINGS}, got {setting!r}")
+    keep = score > 0
+    det, cls, score = det[keep], cls[keep], score[keep]
+    if nms_iou is None:
+        order = torch.argsort(-score, stable=True)
+    else:
+        order = batched_nms(pred["boxes"].float()[det], score, cls, nms_iou)
+    return det[order], cls[order], score[order]
