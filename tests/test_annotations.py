@@ -107,7 +107,8 @@ def test_bad_mat_files(tmp_path):
     p = tmp_path / "mask_size.mat"
     _write_raw(p, reS_id=np.zeros((11, 8)), reMask=good.masks.transpose(0, 2, 1).astype(np.uint8),
                id=np.array([[11.0, 11.0]]))
-    with pytest.raises(DataError, match=r"mask_size.mat: reMask size \(7, 11\) != reS_id size \(8, 11\)"):
+    with pytest.raises(DataError,
+                       match=r"mask_size.mat: reMask size \(7, 11\) != reS_id size \(8, 11\)"):
         read_annotation(p)
 
     p = tmp_path / "bad_instance_id.mat"

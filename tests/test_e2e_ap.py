@@ -65,13 +65,15 @@ def test_action_scores_use_the_actor_score_and_drop_duplicate_copies():
     # emits them: d1/d2 the adult and baby copies of one RoI on g1, d3 a background box (actor
     # score 0.1) with a confident action, d4 the adult on g2; walking is every box's best action.
     gt = _gt([[0, 0, 10, 10], [20, 0, 30, 10]], [1, 1], [8, 8])
-    pred = {"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [40, 0, 50, 10], [20, 0, 30, 10]]),
-            "actor": torch.tensor([1, 2, 1, 1]), "actor_score": torch.tensor([0.6, 0.35, 0.1, 0.8]),
-            "action_probs": torch.stack([_probs(a8=0.6, a7=0.3, a9=0.1), _probs(a8=0.9, a9=0.1),
-                                         _probs(a8=0.95, a9=0.05), _probs(a8=0.36, a7=0.34, a9=0.3)])}
+    boxes = [[0.0, 0, 10, 10], [0, 0, 10, 10], [40, 0, 50, 10], [20, 0, 30, 10]]
+    probs = [_probs(a8=0.6, a7=0.3, a9=0.1), _probs(a8=0.9, a9=0.1), _probs(a8=0.95, a9=0.05),
+             _probs(a8=0.36, a7=0.34, a9=0.3)]
+    pred = {"boxes": torch.tensor(boxes), "actor": torch.tensor([1, 2, 1, 1]),
+            "actor_score": torch.tensor([0.6, 0.35, 0.1, 0.8]), "action_probs": torch.stack(probs)}
     # Old scoring, p(walking | actor RoI) alone and every copy counted: d3 0.95 FP, d2 0.9 TP,
     # d1 0.6 FP (g1 taken), d4 0.36 TP -> precision 1/2 at recall 1/2 and 2/4 at recall 1: AP 1/2.
-    old = average_precision(np.array([0.95, 0.9, 0.6, 0.36]), np.array([False, True, False, True]), 2)
+    old = average_precision(np.array([0.95, 0.9, 0.6, 0.36]),
+                            np.array([False, True, False, True]), 2)
     assert old == pytest.approx(0.5)
     # p(actor) * p(walking): d1 0.36, d2 0.315, d4 0.288, d3 0.095. Without suppression the baby
     # copy is a duplicate FP ranked second: TP FP TP FP -> AP 1/2 * 1 + 1/2 * 2/3 = 5/6.
@@ -82,10 +84,12 @@ def test_action_scores_use_the_actor_score_and_drop_duplicate_copies():
     ap = DetectionAP()
     ap.update(pred, gt)
     res = ap.compute()
-    assert res["action"]["ap"][8] == pytest.approx(1.0) and res["action"]["map"] == pytest.approx(1.0)
+    assert res["action"]["ap"][8] == pytest.approx(1.0)
+    assert res["action"]["map"] == pytest.approx(1.0)
     # the copies are different actors and pairs: actor and joint settings keep both, no FP
     # above a TP (adult: d4 0.8, d1 0.6, the background d3 0.1 last)
-    assert res["actor"]["ap"][1] == pytest.approx(1.0) and res["joint"]["ap"][18] == pytest.approx(1.0)
+    assert res["actor"]["ap"][1] == pytest.approx(1.0)
+    assert res["joint"]["ap"][18] == pytest.approx(1.0)
 
 
 def test_second_best_action_of_a_box_is_a_detection_too():
@@ -94,7 +98,8 @@ def test_second_best_action_of_a_box_is_a_detection_too():
     # Now the box is also adult-running at 0.9 * 0.3: the only detection of 17, a TP -> AP 1.
     ap = DetectionAP()
     ap.update({"boxes": torch.tensor([[0.0, 0, 10, 10]]), "actor": torch.tensor([1]),
-               "actor_score": torch.tensor([0.9]), "action_probs": _probs(a8=0.6, a7=0.3, a9=0.1)[None]},
+               "actor_score": torch.tensor([0.9]),
+               "action_probs": _probs(a8=0.6, a7=0.3, a9=0.1)[None]},
               _gt([[0, 0, 10, 10]], [1], [7]))
     res = ap.compute()
     assert res["action"]["ap"][7] == 1.0 and res["joint"]["ap"][17] == 1.0

@@ -83,7 +83,7 @@ def test_to_instances_joint_scores_valid_pairs_and_box_masks():
 def _copies():
     """torchvision-style output: one RoI copied for actors adult (1) and baby (2), one bird (4)."""
     return {
-        "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0], [20.0, 0.0, 30.0, 10.0]]),
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 9], [20, 0, 30, 10]]),
         "actor": torch.tensor([1, 2, 4]), "actor_score": torch.tensor([0.8, 0.2, 0.5]),
         # columns: actions 1..9; baby-flying (24) and adult-flying (14) are invalid pairs
         "action_probs": torch.tensor([[0, 0, 0, 0.5, 0, 0, 0, 0.4, 0.1],

@@ -155,7 +155,8 @@ class DetectionAP:
                 self._num_gt[setting][c] += int(((g_cls == c) & ~g_unknown).sum())
                 if len(d) == 0:
                     continue
-                tp, counted = match_detections(p_iou[d][:, g], p_score[d], g_unknown[g], self.iou_thresh)
+                tp, counted = match_detections(p_iou[d][:, g], p_score[d], g_unknown[g],
+                                               self.iou_thresh)
                 self._scores[setting][c].append(p_score[d].detach().cpu().numpy()[counted])
                 self._tp[setting][c].append(tp[counted])
 

@@ -124,8 +124,8 @@ def instances_to_label_map(
     return label.numpy()
 
 
-def detection_scores(pred: dict[str, Tensor], setting: str, nms_iou: float | None = DETECTION_NMS_IOU
-                     ) -> tuple[Tensor, Tensor, Tensor]:
+def detection_scores(pred: dict[str, Tensor], setting: str,
+                     nms_iou: float | None = DETECTION_NMS_IOU) -> tuple[Tensor, Tensor, Tensor]:
     """Scored per-class detections of one frame for mAP (rules in the module docstring).
 
     Args:
