@@ -35,7 +35,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-
 from torchvision.ops import batched_nms
 
 from pipeline.a2d.classes import NUM_ACTIONS
@@ -44,7 +43,8 @@ from pipeline.e2e.labels import valid_action_table
 __all__ = ["select_actions", "boxes_to_masks", "to_instances", "instances_to_label_map",
            "detection_scores", "DETECTION_NMS_IOU", "DETECTION_SETTINGS"]
 
-#: IoU above which (torchvision's ``nms``: strictly) a lower-scored box of the same scored class is a duplicate.
+#: IoU above which (strictly, torchvision's ``nms``) a lower-scored box of the same scored class
+#: is a duplicate.
 DETECTION_NMS_IOU = 0.5
 DETECTION_SETTINGS = ("actor", "action", "joint")
 
