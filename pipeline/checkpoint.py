@@ -69,11 +69,12 @@ def read(path: str | Path, what: str = "weights file") -> Any:
         raise DataError(path, f"{what} not found")
     with path.open("rb") as f:
         head = f.read(4)
+    unreadable = f"not a readable PyTorch {what}"
     if not head:
-        raise DataError(path, f"{what} is empty; {RESAVE}")
+        raise DataError(path, f"{unreadable}: the file is empty; {RESAVE}")
     if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
-        raise DataError(path, f"not a PyTorch {what} (neither torch.save's zip format nor a "
-                              f"pickle: a text file or another format?); {RESAVE}")
+        raise DataError(path, f"{unreadable}: neither torch.save's zip format nor a pickle (a "
+                              f"text file or another format?); {RESAVE}")
     try:
         with warnings.catch_warnings():  # e.g. "pickle protocol 4": noise next to our error
             warnings.simplefilter("ignore")
@@ -85,10 +86,10 @@ def read(path: str | Path, what: str = "weights file") -> Any:
                               f"than tensors{culprit}, which could run code when unpickled; "
                               f"{RESAVE}") from None
     except Exception as exc:  # zip, EOF and format errors share no base class
-        kind = ("truncated or corrupted (its zip archive is unreadable)"
-                if head.startswith(_ZIP_MAGIC) else "truncated or not a PyTorch file")
-        raise DataError(path, f"{what} is {kind} ({type(exc).__name__}); write it again, or "
-                              f"{RESAVE}") from None
+        kind = "its zip archive is truncated or corrupted" if head.startswith(_ZIP_MAGIC) \
+            else "truncated, or a pickle of another kind"
+        raise DataError(path, f"{unreadable}: {kind} ({type(exc).__name__}); copy or write it "
+                              f"again, or {RESAVE}") from None
 
 
 def _is_state_dict(obj: Any) -> bool:
