@@ -13,9 +13,11 @@ file or a torchvision weights name):
 - motion (``e2e_model.motion_weights``): an ImageNet ResNet (``conv1.*``, ``layer*.*``; ``fc.*``
   unused) -> ``motion.body.*``, or the backbone of a Mask R-CNN file.
 
-A tensor whose shape differs (the class-count heads: 91 COCO classes vs bg + 7 actors) or that the
-file lacks keeps its fresh init and is reported as re-initialised. A part that was asked to load
-(the file has keys for it) and loads nothing is an error: the file fits another architecture.
+A head tensor whose shape differs (the class-count heads: 91 COCO classes vs bg + 7 actors), or
+a tensor the file lacks (e.g. BatchNorm statistics of a GroupNorm segmenter), keeps its fresh
+init and is reported as re-initialised. A part that was asked to load (the file has keys for it)
+and loads nothing is an error, and so is a backbone, FPN or RPN tensor of another shape: the file
+is for another depth or width.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ PARTS: dict[str, str] = {
     "mask head": "roi_heads.mask_",
     "motion backbone": "motion.body.",
 }
+#: Parts whose class-dependent tensors may differ in shape (re-initialised); in the other parts
+#: a tensor of another shape means another depth or width: an error.
+_HEADS = ("box head", "mask head")
 _TORCHVISION_PREFIXES = {"backbone.body.": "appearance.body.", "backbone.fpn.": "appearance.fpn.",
                          "rpn.": "rpn.", "roi_heads.box_": "roi_heads.box_",
                          "roi_heads.mask_": "roi_heads.mask_"}
@@ -126,10 +131,12 @@ def _load(model: nn.Module, mapped: dict[str, Tensor], n_file: int, source: str,
         if not asked:
             continue  # the file has nothing for it (e.g. an ImageNet ResNet: backbone only)
         n = sum(k in fits for k in keys)
-        if n == 0:
-            k = asked[0]
+        misfit = [k for k in asked if k not in fits and not k.endswith("num_batches_tracked")]
+        if n == 0 or (part not in _HEADS and misfit):
+            k = misfit[0] if misfit else asked[0]
             have = tuple(own[k].shape) if k in own else "absent"
-            raise DataError(source, f"{part}: none of its {len(keys)} tensors fits this model "
+            what = "none of its" if n == 0 else f"{len(misfit)} of the file's"
+            raise DataError(source, f"{part}: {what} {len(keys)} tensors fit this model "
                                     f"(e.g. {k} {tuple(mapped[k].shape)} vs {have}): the file "
                                     "is for another depth or width (e2e_model.depth, "
                                     "fpn_channels, representation_size)")
