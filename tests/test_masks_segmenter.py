@@ -100,7 +100,7 @@ def test_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
 def test_non_weights_file_is_a_data_error(tmp_path, content):
     path = tmp_path / "w.pt"
     path.write_bytes(content)
-    with pytest.raises(DataError, match="not a PyTorch weights file") as err:
+    with pytest.raises(DataError, match="not a readable PyTorch segmenter weights file") as err:
         load_file(path)
     assert str(path) in str(err.value)
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 
+from pipeline import checkpoint
 from pipeline.errors import DataError
 from pipeline.models.frontend import (
     IMAGENET_MEAN, IMAGENET_STD, ResNetStream, TwoStreamFrontend, build_frontend,
@@ -151,24 +152,27 @@ def test_local_weights_file_loads(tmp_path, resnet18_state, wrap):
     assert isinstance(build_frontend(18, two_stream=False, weights=str(path)), TwoStreamFrontend)
 
 
-def test_torchvision_weights_name(monkeypatch, resnet18_state):
-    """A weights name goes through torchvision's enum (its download is replaced: no network)."""
-    requested = []
+@pytest.mark.parametrize("name", ["IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "DEFAULT"])
+def test_torchvision_weights_name(monkeypatch, tmp_path, resnet18_state, name):
+    """A weights name in any torchvision spelling (issue 14 item 1: the enum-qualified one was
+    refused) is read from the hub cache; the download is replaced: no network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
-    def fake_get_state_dict(self, *args, **kwargs):
-        requested.append(self)
-        return resnet18_state
+    def offline(*args, **kwargs):
+        raise OSError("no network")
 
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", fake_get_state_dict)
-    frontend = build_frontend(18, weights="IMAGENET1K_V1")
-    assert requested == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1]
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    cached = checkpoint.hub_cache_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+    cached.parent.mkdir(parents=True)
+    torch.save(resnet18_state, cached)
+    frontend = build_frontend(18, weights=name)
     torch.testing.assert_close(frontend.flow_stream.stem[0].weight, resnet18_state["conv1.weight"])
 
 
 def test_bad_weights_files_raise_clear_errors(tmp_path, resnet18_state):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(DataError, match="garbage.pth: cannot read"):
+    with pytest.raises(DataError, match="garbage.pth: not a readable PyTorch"):
         build_frontend(18, weights=garbage)
 
     # weights_only=True refuses arbitrary pickled objects.
@@ -179,7 +183,7 @@ def test_bad_weights_files_raise_clear_errors(tmp_path, resnet18_state):
 
     not_a_dict = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), not_a_dict)
-    with pytest.raises(DataError, match="expected a dict"):
+    with pytest.raises(DataError, match="no state dict found"):
         build_frontend(18, weights=not_a_dict)
 
     wrong = dict(resnet18_state)
@@ -187,14 +191,15 @@ def test_bad_weights_files_raise_clear_errors(tmp_path, resnet18_state):
     wrong["conv1.weight"] = torch.zeros(64, 6, 7, 7)
     wrong_path = tmp_path / "wrong.pth"
     torch.save(wrong, wrong_path)
-    with pytest.raises(DataError, match="not a resnet18 state dict: 1 missing.*1 with wrong shape"):
+    with pytest.raises(DataError, match="do not fit the ResNet.*missing.*shape mismatch"):
         build_frontend(18, weights=wrong_path)
-    with pytest.raises(DataError, match="not a resnet34 state dict"):
+    with pytest.raises(DataError, match="do not fit the ResNet"):
         build_frontend(34, weights=tmp_path / "wrong.pth")
 
     with pytest.raises(DataError, match="not found"):
         build_frontend(18, weights=tmp_path / "missing.pth")
-    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+    with pytest.raises(DataError, match="IMAGENET9K_V7: not a weights name of ResNet18_Weights; "
+                                        "valid: ResNet18_Weights.IMAGENET1K_V1"):
         build_frontend(18, weights="IMAGENET9K_V7")
     with pytest.raises(ValueError, match="depth"):
         build_frontend(152)

@@ -5,13 +5,13 @@ Checkpoint (``results/e2e/{variant}/model.pt``): a ``torch.save`` dict loadable 
 ``weights_only=True``: ``{"model": state_dict, "meta": {...}}``; ``meta`` holds ``variant``,
 ``zero_shot_actor`` (None or 1..7), ``config_json`` / ``config_sha256`` (the whole section, from
 which :func:`build_from_config` rebuilds the architecture), ``steps``, ``train_frames``,
-``final_loss``, ``schedule`` (``joint`` | ``actor_then_action``).
+``final_loss``, ``schedule`` (``joint`` | ``actor_then_action``) and ``init`` (what the
+initial weights loaded: :meth:`pipeline.e2e.pretrained.InitReport.as_meta`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,17 +19,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pipeline import checkpoint
 from pipeline.atomic import atomic_path
 from pipeline.config import from_dict
 from pipeline.e2e.loss import MultitaskLoss
 from pipeline.e2e.model import ABLATIONS, ActorActionRCNN, build_e2e_model
+from pipeline.e2e.pretrained import InitReport, initialise
 from pipeline.errors import DataError
 from pipeline.provenance import config_hash, config_json
 
-__all__ = ["VARIANTS", "E2EConfig", "LossWeights", "build_from_config", "criterion",
-           "resolve_device", "save_checkpoint", "load_checkpoint"]
-
-log = logging.getLogger("pipeline.e2e.config")
+__all__ = ["VARIANTS", "E2EConfig", "LossWeights", "build_and_initialise", "build_from_config",
+           "criterion", "resolve_device", "save_checkpoint", "load_checkpoint"]
 
 #: The ``{variant}`` wildcard: Table 3 rows. ``joint_off`` is the full architecture trained
 #: branch by branch ("w/o joint training"), the others are :data:`ABLATIONS`.
@@ -56,7 +56,8 @@ class E2EConfig:
     max_size: int  # longer side at most
     trainable_layers: int  # ResNet stages trained in each backbone (5 = all)
     frozen_bn: bool  # FrozenBatchNorm2d (fine-tuning) | BatchNorm2d (from scratch)
-    weights: str | None  # None = random init | local state-dict file (matching keys loaded)
+    weights: str | None  # appearance stream: None | Mask R-CNN / ResNet file or torchvision name
+    motion_weights: str | None  # motion stream: None | ResNet file or torchvision name
     representation_size: int  # width of the box and action MLP heads
     rpn_pre_nms_top_n: tuple[int, int]  # (train, test)
     rpn_post_nms_top_n: tuple[int, int]  # (train, test)
@@ -100,30 +101,32 @@ def model_kwargs(cfg: E2EConfig, variant: str) -> dict[str, Any]:
     return kwargs
 
 
-def load_weights(model: ActorActionRCNN, path: str | Path) -> None:
-    """Initialise ``model`` from a local state dict (e.g. converted Mask R-CNN COCO weights):
-    every tensor whose name and shape match is loaded; the rest keep their random init (the
-    paper initialises the temporal layers randomly). No matching tensor at all is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "e2e_model.weights: file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    own = model.state_dict()
-    match = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not match:
-        raise DataError(path, "no tensor matches the model's parameter names and shapes")
-    model.load_state_dict(match, strict=False)
-    log.info("%s: loaded %d of %d tensors (%d in the file)", path, len(match), len(own), len(state))
+def build_and_initialise(cfg: E2EConfig, variant: str) -> tuple[ActorActionRCNN, InitReport]:
+    """The model of ``variant`` with random init (seeded by the caller), then Ji et al.'s
+    initialisation from ``cfg.weights`` / ``cfg.motion_weights``
+    (:func:`pipeline.e2e.pretrained.initialise`); returns the model and the load report.
+
+    Raises:
+        ValueError: ``frozen_bn`` without pretrained weights for a stream that has it (a frozen
+            random BatchNorm is the identity: activations of a random ResNet then overflow).
+        DataError: the weights cannot be read or do not fit (see ``initialise``).
+    """
+    model = build_e2e_model(**model_kwargs(cfg, variant))
+    if cfg.frozen_bn and (not cfg.weights or (model.uses_flow and not cfg.motion_weights)):
+        raise ValueError("e2e_model.frozen_bn: true needs pretrained weights for every stream "
+                         "(e2e_model.weights and, with a motion stream, motion_weights); "
+                         "training from scratch needs frozen_bn: false")
+    report = initialise(model, cfg.weights, cfg.motion_weights, cfg.depth)
+    return model, report
 
 
 def build_from_config(cfg: E2EConfig, variant: str, *, init_weights: bool = True) -> ActorActionRCNN:
-    """The model of ``variant``; random init (seeded by the caller) plus ``cfg.weights``."""
-    model = build_e2e_model(**model_kwargs(cfg, variant))
-    if init_weights and cfg.weights:
-        load_weights(model, cfg.weights)
-    return model
+    """The model of ``variant``; random init (seeded by the caller), plus ``cfg.weights`` and
+    ``cfg.motion_weights`` unless ``init_weights`` is False (a trained checkpoint follows:
+    then nothing is read or downloaded)."""
+    if init_weights:
+        return build_and_initialise(cfg, variant)[0]
+    return build_e2e_model(**model_kwargs(cfg, variant))
 
 
 def criterion(cfg: E2EConfig) -> MultitaskLoss:
@@ -147,16 +150,17 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: E2EConfig, **
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], E2EConfig]:
-    """(state_dict, meta, the config it was trained with) of an e2e checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "missing e2e checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip/weights_only errors share no base class
-        raise DataError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
-    if meta.get("variant") not in VARIANTS or "config_json" not in meta:
-        raise DataError(path, "not an e2e_model checkpoint (no variant / config in its meta)")
+    """(state_dict, meta, the config it was trained with) of an e2e checkpoint.
+
+    Raises:
+        DataError: naming ``path``: missing, unreadable or refused (see
+            :func:`pipeline.checkpoint.read`), or not an e2e checkpoint.
+    """
+    obj = checkpoint.read(path, "e2e checkpoint")
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or meta.get("variant") not in VARIANTS \
+            or "config_json" not in meta:
+        raise DataError(path, "not an e2e_model checkpoint (no variant / config in its meta); "
+                              "train it with the pipeline's e2e_train stage")
     cfg = from_dict(E2EConfig, json.loads(meta["config_json"]), "e2e_model")
-    return obj["model"], meta, cfg
+    return checkpoint.state_dict_of(obj, path), meta, cfg

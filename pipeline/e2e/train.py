@@ -44,7 +44,7 @@ from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage, setup_logging
 from pipeline.config import add_config_args, config_from_args
 from pipeline.e2e.config import (
-    VARIANTS, E2EConfig, build_from_config, criterion, resolve_device, save_checkpoint,
+    VARIANTS, E2EConfig, build_and_initialise, criterion, resolve_device, save_checkpoint,
 )
 from pipeline.e2e.data import ClipFrames
 from pipeline.e2e.loss import MultitaskLoss
@@ -171,7 +171,7 @@ def train_e2e(cfg: E2EConfig, *, release: str | Path, index: str | Path, frames_
     if not records:
         raise DataError(index, "no annotated frames in the train split")
     torch.manual_seed(cfg.seed)
-    model = build_from_config(cfg, variant)
+    model, init = build_and_initialise(cfg, variant)
     if model.uses_flow and flow_dir is None:
         raise ValueError(f"variant {variant!r} has a motion stream: pass flow_dir")
     dataset = ClipFrames(records, frames_dir=frames_dir,
@@ -198,7 +198,7 @@ def train_e2e(cfg: E2EConfig, *, release: str | Path, index: str | Path, frames_
     write_curves(history, loss_csv, loss_png, title=f"e2e {variant}{zs}")
     save_checkpoint(out, model.cpu(), cfg, variant=variant, zero_shot_actor=zero_shot_actor,
                     schedule=schedule, steps=steps, train_frames=len(records),
-                    final_loss=history["loss"][-1])
+                    final_loss=history["loss"][-1], init=init.as_meta())
     for key in ("resume", "actor_resume", "actor_phase"):
         paths[key].unlink(missing_ok=True)
     log.info("wrote %s (final loss %.4f)", out, history["loss"][-1])

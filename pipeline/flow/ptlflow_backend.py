@@ -4,7 +4,9 @@ ptlflow is imported here only, when the backend is built: the import costs 4-6 s
 one process handles a whole video. Weights come from ``flow.checkpoint``: a local file (a dict
 with ``state_dict`` and optionally ``hyper_parameters``, e.g. a Lightning checkpoint) or a
 ptlflow checkpoint name such as ``things`` (downloaded into the torch hub cache on first use).
-ptlflow itself loads both with ``torch.load(..., weights_only=True)``.
+A local file, and a named checkpoint already in the hub cache, is first read through
+:func:`pipeline.checkpoint.read` (``weights_only=True``), so that a pickle of Python objects,
+a truncated or a text file is refused in one line naming it before ptlflow sees it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import checkpoint as checkpoint_module
 from pipeline.errors import DataError
 
 log = logging.getLogger("pipeline.flow")
@@ -34,6 +37,25 @@ def _looks_like_path(checkpoint: str) -> bool:
     return p.suffix in {".ckpt", ".pth", ".pt", ".tar"} or len(p.parts) > 1
 
 
+def _checked_state(path: Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a ptlflow/Lightning checkpoint file, read safely."""
+    obj = checkpoint_module.read(path, "flow checkpoint")
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise DataError(path, "not a ptlflow checkpoint (expected a dict with 'state_dict', "
+                              "e.g. torch.save({'state_dict': model.state_dict()}, path))")
+    return checkpoint_module.state_dict_of(obj["state_dict"], path)
+
+
+def _cached_file(ptlflow, model: str, name: str) -> Path | None:
+    """The hub-cache file of the named checkpoint ``name`` of ``model``, if downloaded."""
+    try:
+        url = ptlflow.get_model_reference(model).pretrained_checkpoints.get(name)
+    except Exception:  # unknown model: get_model below says so
+        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(str(url)).name if url else None
+    return path if path is not None and path.is_file() else None
+
+
 class PtlflowFlow:
     """A ptlflow model on RGB frames.
 
@@ -51,16 +73,27 @@ class PtlflowFlow:
             # Random weights give 9-50 px errors (shared/docs/environment.md): never cache that.
             raise ValueError("flow.backend 'ptlflow' needs flow.checkpoint (a file or a ptlflow "
                              "checkpoint name such as 'things')")
-        if _looks_like_path(checkpoint) and not Path(checkpoint).is_file():
-            raise DataError(checkpoint, "flow checkpoint file not found")
+        if _looks_like_path(checkpoint) or Path(checkpoint).exists():
+            state = _checked_state(Path(checkpoint))
+        else:
+            state = None
         import ptlflow  # deferred: heavy import, only this backend needs it
 
+        if state is None:
+            cached = _cached_file(ptlflow, model, checkpoint)
+            state = _checked_state(cached) if cached is not None else None
         try:
             net = ptlflow.get_model(model, ckpt_path=checkpoint)
         except ValueError as exc:  # unknown model or checkpoint name
-            raise ValueError(f"ptlflow model {model!r} / checkpoint {checkpoint!r}: {exc}") from exc
-        except (RuntimeError, KeyError, OSError, EOFError) as exc:  # wrong keys, not a ckpt file
-            raise DataError(checkpoint, f"cannot load into ptlflow model {model!r}: {exc}") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"ptlflow model {model!r} / checkpoint {checkpoint!r}: "
+                             f"{first}") from None
+        except (RuntimeError, KeyError, OSError, EOFError) as exc:  # wrong keys, download
+            if state is not None:  # say which keys do not fit, in one line
+                checkpoint_module.load_state(ptlflow.get_model(model), state, checkpoint)
+            raise DataError(checkpoint, f"cannot load into ptlflow model {model!r} "
+                                        f"({type(exc).__name__}; offline, give a local "
+                                        "checkpoint file)") from None
         self.device = resolve_device(device)
         self.net = net.eval().to(self.device)
         self.model = model

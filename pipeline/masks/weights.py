@@ -1,19 +1,19 @@
 """Weight files of the segmenter: loading them safely, and the model file the trainer writes.
 
-Every file goes through ``torch.load(path, weights_only=True)``: a file whose pickle would build
-arbitrary objects (and so could run code) is refused with a DataError naming it, never loaded
-with ``weights_only=False``.
+Every file goes through :mod:`pipeline.checkpoint` (``torch.load(path, weights_only=True)``): a
+file whose pickle would build arbitrary objects (and so could run code) is refused with a
+DataError naming it.
 
 Accepted layouts: a bare state dict; a dict holding one under ``model`` (our model files,
 torchvision's ``references/detection`` checkpoints) or ``state_dict`` (Lightning). Weights may
 also be named as torchvision weights (``"MaskRCNN_ResNet50_FPN_Weights.COCO_V1"``,
 ``"ResNet50_Weights.IMAGENET1K_V1"``), which torchvision downloads into its hub cache: this
-needs internet once, so the pipeline's own tests only use local files.
+needs internet once (or the file in the hub cache, see :func:`pipeline.checkpoint.resolve`),
+so the pipeline's own tests only use local files.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_path
+from pipeline import checkpoint
 from pipeline.errors import DataError
 from pipeline.masks.segmenter import build_segmenter
 
@@ -32,70 +33,23 @@ CLASS_HEADS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_lo
 
 
 def load_file(path: str | Path) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors naming the file.
-
-    Raises:
-        DataError: the file is missing, is not a PyTorch file, is truncated, or holds pickled
-            objects other than tensors and plain containers (refused: they could run code).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "weights file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only names the first forbidden global (a class or function to call).
-        found = [line for line in str(exc).splitlines() if "GLOBAL" in line]
-        if found:
-            raise DataError(path, "refused to load: the file holds pickled Python objects other "
-                                  "than tensors and plain containers, which could run code when "
-                                  f"unpickled ({found[0].strip()}; torch.load weights_only=True)."
-                                  " Re-save only the weights: "
-                                  "torch.save(model.state_dict(), path)") from None
-        raise DataError(path, "not a PyTorch weights file (unpickling failed)") from None
-    except Exception as exc:  # any other failure of torch.load: not a weights file
-        raise DataError(path, f"not a PyTorch weights file, or truncated "
-                              f"({type(exc).__name__}: {exc})") from None
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    """:func:`pipeline.checkpoint.read` of a segmenter weights file."""
+    return checkpoint.read(path, "segmenter weights file")
 
 
 def state_dict_of(obj: Any, where: str | Path) -> dict[str, torch.Tensor]:
     """The state dict inside a loaded weights file (bare, or under ``model`` / ``state_dict``)."""
-    if _is_state_dict(obj):
-        return obj
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict"):
-            if _is_state_dict(obj.get(key)):
-                return obj[key]
-        keys = sorted(map(str, obj))[:8]
-        raise DataError(where, f"no state dict found (a dict with keys {keys}; expected tensors, "
-                               "or a dict of tensors under 'model' or 'state_dict')")
-    raise DataError(where, f"no state dict found (the file holds a {type(obj).__name__})")
+    return checkpoint.state_dict_of(obj, where)
 
 
 def resolve_weights(spec: str) -> tuple[dict[str, torch.Tensor], str]:
-    """Load weights given as a local path or a torchvision weights name.
+    """Load weights given as a local path or a torchvision weights name (any spelling
+    ``torchvision.models.get_weight`` accepts; see :func:`pipeline.checkpoint.resolve`).
 
     Returns:
         (state dict, a description for logs and provenance: the path or the weights name).
     """
-    if not Path(spec).exists() and "_Weights." in spec:
-        import torchvision
-
-        try:
-            weights = torchvision.models.get_weight(spec)
-        except (ValueError, KeyError) as exc:
-            raise DataError(spec, f"not a torchvision weights name ({exc})") from None
-        try:
-            return weights.get_state_dict(progress=False), spec
-        except OSError as exc:  # URLError is an OSError
-            raise DataError(spec, f"cannot download torchvision weights ({exc}); without "
-                                  "internet, give the path of a local copy instead") from None
-    return state_dict_of(load_file(spec), spec), str(spec)
+    return checkpoint.resolve(spec, what="segmenter weights file")
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], where: str | Path, *,
@@ -118,19 +72,8 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], where: str | P
     if drop_class_heads:
         skipped += [k for k in state if k.startswith(CLASS_HEADS) and k in own
                     and own[k].shape != state[k].shape]
-    state = {k: v for k, v in state.items() if k not in skipped}
-    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked")
-                     and not (drop_class_heads and k.startswith(CLASS_HEADS)))
-    unexpected = sorted(k for k in state if k not in own)
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
-                    if k in own and state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{name} {items[:4]}{' ...' if len(items) > 4 else ''}"
-                 for name, items in (("missing", missing), ("unexpected", unexpected),
-                                     ("shape mismatch", shapes)) if items]
-        raise DataError(where, f"the weights do not fit the {type(module).__name__}: "
-                               + "; ".join(parts))
-    module.load_state_dict(state, strict=False)
+    # the skipped class heads' keys, on both sides: they keep the module's fresh init
+    checkpoint.load_state(module, state, where, ignore_prefixes=(*ignore_prefixes, *skipped))
     return skipped
 
 

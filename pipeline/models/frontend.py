@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from pipeline.errors import DataError
+from pipeline import checkpoint
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "RESNETS", "ResNetStream", "TwoStreamFrontend",
@@ -97,73 +96,29 @@ def build_resnet_stream_trunk(depth: int, output_stride: int = 8) -> ResNet:
     return net
 
 
-def load_resnet_weights(net: ResNet, weights: str | os.PathLike, depth: int) -> None:
+def load_resnet_weights(net: ResNet, weights: str | os.PathLike, depth: int) -> str:
     """Load ImageNet weights into ``net`` in place; the classifier (``fc.*``) is ignored.
 
     Args:
         net: a torchvision ResNet of ``depth`` (dilated or not: the parameters are the same).
-        weights: a torchvision weights name of ``ResNet{depth}_Weights`` ("IMAGENET1K_V1",
-            "IMAGENET1K_V2", "DEFAULT"; downloaded to the torch hub cache, so needs internet
-            once), or the path of a local state-dict file (``torch.save(model.state_dict())``
-            of a torchvision ResNet; a dict holding it under "state_dict" or "model" is also
-            accepted). Files are read with ``torch.load(weights_only=True)``.
+        weights: a torchvision weights name of ``ResNet{depth}_Weights`` in any spelling
+            torchvision accepts ("ResNet101_Weights.IMAGENET1K_V1", "IMAGENET1K_V1",
+            "DEFAULT"; fetched once into the torch hub cache), or the path of a local
+            state-dict file (``torch.save(model.state_dict())`` of a torchvision ResNet; a dict
+            holding it under "state_dict" or "model" is also accepted). Both are read by
+            :func:`pipeline.checkpoint.resolve` (``weights_only=True``).
+
+    Returns:
+        The source, for logs and provenance (the path or ``ResNet{depth}_Weights.NAME``).
 
     Raises:
-        DataError: the file is missing, not a tensor state dict, or its keys/shapes do not
-            match a ResNet-``depth``.
-        ValueError: ``weights`` is neither an existing file nor a known weights name.
+        DataError: the file is missing or unreadable, not a ResNet-``depth`` state dict, the
+            name is unknown (the message lists the valid ones), or the download failed.
     """
-    path = Path(weights)
-    if path.is_file():
-        state = _read_state_dict(path)
-        source: str | Path = path
-    elif isinstance(weights, str) and "/" not in weights and not weights.endswith((".pth", ".pt")):
-        enum = torchvision.models.get_model_weights(f"resnet{depth}")
-        try:
-            entry = enum[weights]
-        except KeyError:
-            names = [w.name for w in enum] + ["DEFAULT"]
-            raise ValueError(
-                f"{weights!r} is neither a file nor a weights name of resnet{depth} ({names})"
-            ) from None
-        source = f"torchvision {enum.__name__}.{entry.name}"
-        try:
-            state = entry.get_state_dict(progress=False, check_hash=True)
-        except OSError as exc:  # URLError, hash mismatch, unwritable cache
-            raise OSError(
-                f"could not fetch {source} ({exc}); without internet, download it elsewhere "
-                f"and pass the local file instead"
-            ) from exc
-    else:
-        raise DataError(path, "weights file not found")
-    state = {k: v for k, v in state.items() if k not in _CLASSIFIER_KEYS}
-    expected = {k: v.shape for k, v in net.state_dict().items() if k not in _CLASSIFIER_KEYS}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k])
-    if missing or unexpected or wrong:
-        raise DataError(
-            source,
-            f"not a resnet{depth} state dict: {len(missing)} missing key(s) {missing[:3]}, "
-            f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} with wrong shape "
-            f"{wrong[:3]}",
-        )
-    net.load_state_dict(state, strict=False)
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights_only errors have no common base class
-        raise DataError(path, f"cannot read as a torch state dict ({type(exc).__name__}: {exc})")
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
-    ):
-        raise DataError(path, f"expected a dict of str -> Tensor, got {type(obj).__name__}")
-    return obj
+    enum = torchvision.models.get_model_weights(f"resnet{depth}")
+    state, source = checkpoint.resolve(weights, enum=enum)
+    checkpoint.load_state(net, state, source, ignore_prefixes=_CLASSIFIER_KEYS)
+    return source
 
 
 class ResNetStream(nn.Module):

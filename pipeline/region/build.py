@@ -11,6 +11,7 @@ stage 2, the training mask sources and the sha256 of the stage-1 checkpoint it b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline import checkpoint
 from pipeline.atomic import atomic_path
 from pipeline.config import from_dict
 from pipeline.errors import DataError
@@ -124,16 +126,25 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: RegionConfig, **met
 
 def load_checkpoint(path: str | Path, stage: str) -> tuple[dict[str, Tensor], dict[str, Any],
                                                            RegionConfig]:
-    """(state_dict, meta, the config it was trained with) of a checkpoint of ``stage``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, f"missing {stage} checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip/weights_only errors share no base class
-        raise DataError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    """(state_dict, meta, the config to rebuild the model with) of a checkpoint of ``stage``.
+
+    The config is the one the checkpoint was trained with, except ``frontend.pretrained``,
+    which is cleared: the trained weights replace any initial weights, so the jobs that load a
+    checkpoint (features, predictions) never fetch ImageNet weights (no hub, no internet). The
+    training-time value stays in ``meta["config_json"]``.
+
+    Raises:
+        DataError: naming ``path``: missing, unreadable or refused (see
+            :func:`pipeline.checkpoint.read`), or not a checkpoint of ``stage``.
+    """
+    obj = checkpoint.read(path, f"{stage} checkpoint")
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or "config_json" not in meta:
+        raise DataError(path, f"not a {stage} checkpoint of this pipeline (no meta with its "
+                              "config); train it with the pipeline's region stages")
     if meta.get("stage") != stage:
         raise DataError(path, f"expected a {stage!r} checkpoint, found {meta.get('stage')!r}")
+    state = checkpoint.state_dict_of(obj, path)
     cfg = from_dict(RegionConfig, json.loads(meta["config_json"]), "region_model")
-    return obj["model"], meta, cfg
+    cfg = dataclasses.replace(cfg, frontend=dataclasses.replace(cfg.frontend, pretrained=None))
+    return state, meta, cfg
