@@ -70,6 +70,7 @@ from pipeline.video import decode_frames, probe_clip, probe_video, read_frames
 log = logging.getLogger("pipeline.predict")
 OUTPUTS = ("labels.h5", "overlay.mp4", "png")
 OVERLAY_ALPHA = 0.5  # weight of the palette colour on labelled pixels
+PID_REUSE_MARGIN_S = 600.0  # a work folder this much older than its live pid's process is stale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,10 +305,22 @@ def swap_in(run: Path, out_dir: Path, previous: Path) -> None:
     os.replace(run, out_dir)
 
 
+def _process_start(pid: int) -> float | None:
+    """Start time (epoch seconds, about 1 s precision) of process ``pid`` from Linux ``/proc``;
+    None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _owner_gone(pid: int, folder: Path) -> bool:
     """Whether the process that made ``folder`` has ended: no process ``pid``, this process
-    (it has not made its folder yet, so the pid was reused), or a process ``pid`` started after
-    the folder last changed (reused too; Linux ``/proc``)."""
+    (it has not made its folder yet, so the pid was reused), or a process ``pid`` that started
+    after the folder last changed (the pid was reused: the owner started before making it)."""
     if pid == os.getpid():
         return True
     try:
@@ -316,8 +329,11 @@ def _owner_gone(pid: int, folder: Path) -> bool:
         return True
     except PermissionError:  # another user's live process
         return False
+    start = _process_start(pid)
     try:
-        return Path(f"/proc/{pid}").stat().st_ctime > folder.stat().st_mtime + 1.0
+        # /proc start times can be off by tens of seconds (boot time vs. wall clock): only a
+        # folder left well before the live process began is taken as stale
+        return start is not None and start > folder.stat().st_mtime + PID_REUSE_MARGIN_S
     except OSError:
         return False
 

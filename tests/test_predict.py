@@ -5,6 +5,7 @@ corrupt file."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -272,9 +273,13 @@ def test_stale_work_folders_removed_live_ones_kept(tmp_path):
             time.sleep(0.2)
             alive = tmp_path / f".pred.predict-{alive_proc.pid}-xyz"
             (alive / "run").mkdir(parents=True)
+            # the same live pid on a folder older than that process: the pid was reused
+            reused = tmp_path / f".pred.predict-{alive_proc.pid}-old"
+            reused.mkdir()
+            os.utime(reused, (time.time() - 3600, time.time() - 3600))
             other = tmp_path / ".other.predict-1-abc"  # another output folder's: not ours
             other.mkdir()
-            assert remove_stale_work(out) == [dead]
+            assert sorted(remove_stale_work(out)) == sorted([dead, reused])
         finally:
             alive_proc.kill()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
