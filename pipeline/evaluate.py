@@ -6,6 +6,11 @@ confusion matrix over all of them; glo / ave / mIoU in percent for the actor, ac
 settings. Optionally the same on non-boundary pixels only (Dang et al. Table 2) and the
 per-class accuracies (Dang et al. Table 5).
 
+Beside them, in its own block ``video_averaged`` of the output (never mixed with the protocol's
+numbers): the per-frame, video-averaged IoU that MED-VT (CVPR 2023) and later work report as
+"mIoU" on A2D (:class:`pipeline.metrics.VideoAveragedIoU`), in percent for actor, action and
+joint, so such numbers can be put beside ours. It is not the A2D protocol.
+
     python -m pipeline.evaluate --release DIR [--index results/index/frames.csv] \\
         (--pred-png DIR | --pred-h5 DIR) --out FILE.json [--split test] \\
         [--non-boundary-out FILE.json] [--per-class-out FILE.csv] [--missing-as-background]
@@ -46,7 +51,13 @@ from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import open_cache
 from pipeline.index import read_index
-from pipeline.metrics import SETTINGS, ConfusionMatrix, non_boundary_mask, save_counts
+from pipeline.metrics import (
+    SETTINGS,
+    ConfusionMatrix,
+    VideoAveragedIoU,
+    non_boundary_mask,
+    save_counts,
+)
 
 log = logging.getLogger("pipeline.evaluate")
 PREDICT_STAGE = "predict"
@@ -201,8 +212,11 @@ def release_is_synthetic(release: Release) -> bool | None:
 
 def evaluate(release: Release, frames: dict[str, list[int]],
              preds: PngPredictions | H5Predictions, cfg: EvalConfig,
-             non_boundary: bool = False) -> tuple[ConfusionMatrix, ConfusionMatrix | None, list]:
-    """Accumulate the confusion matrices over every GT frame, one frame in memory at a time.
+             non_boundary: bool = False,
+             video_averaged: VideoAveragedIoU | None = None,
+             ) -> tuple[ConfusionMatrix, ConfusionMatrix | None, list]:
+    """Accumulate the confusion matrices over every GT frame, one frame in memory at a time
+    (and, if given, the per-frame IoUs of ``video_averaged``, all pixels).
 
     Returns:
         (all-pixels matrix, non-boundary matrix or None, list of missing prediction paths
@@ -224,7 +238,9 @@ def evaluate(release: Release, frames: dict[str, list[int]],
                     missing.append(f"{exc.path} (frame {frame})")
                     pred = np.zeros_like(gt)
                 try:
-                    cm.update(gt, pred)
+                    cm.update(gt, pred)  # validates the ids for video_averaged too
+                    if video_averaged is not None:
+                        video_averaged.update(vid, gt, pred)
                     if cm_nb is not None:
                         cm_nb.update(gt, pred, non_boundary_mask(gt, cfg.boundary_width))
                 except ValueError as exc:
@@ -239,13 +255,18 @@ def _clean(value):
     return value
 
 
-def result_json(cm: ConfusionMatrix, meta: dict) -> dict:
-    """``{"actor": {...}, "action": {...}, "joint": {...}, "per_class_accuracy": ..., "meta"}``."""
+def result_json(cm: ConfusionMatrix, meta: dict,
+                video_averaged: VideoAveragedIoU | None = None) -> dict:
+    """``{"actor": {...}, "action": {...}, "joint": {...}, "per_class_accuracy": ...,
+    ["video_averaged": {...},] "meta"}``: the A2D protocol's numbers per setting, and apart
+    from them the video-averaged IoU (see :meth:`VideoAveragedIoU.compute`)."""
     out: dict = {name: {k: _clean(v) for k, v in s.items()} for name, s in cm.summary().items()}
     per_class: dict = {name: {} for name in SETTINGS}
     for row in cm.per_class():
         per_class[row["setting"]][str(row["class_id"])] = row["accuracy"]
     out["per_class_accuracy"] = per_class
+    if video_averaged is not None:
+        out["video_averaged"] = video_averaged.compute()
     out["meta"] = meta
     return out
 
@@ -284,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         if not frames:
             raise DataError(args.index or release.videoset, f"no annotated {cfg.split} frames")
         preds = PngPredictions(args.pred_png) if args.pred_png else H5Predictions(args.pred_h5)
+        va = VideoAveragedIoU()
         cm, cm_nb, missing = evaluate(release, frames, preds, cfg,
-                                      non_boundary=args.non_boundary_out is not None)
+                                      non_boundary=args.non_boundary_out is not None,
+                                      video_averaged=va)
     except (DataError, ValueError) as exc:
         log.error("%s", exc)
         return 1
@@ -305,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "A2D (Xu 2015 / Kalogeiton 2017): one confusion matrix over all frames, "
                     "background included, means over classes with GT pixels",
     }
-    write_text_atomic(args.out, json.dumps(result_json(cm, {**meta, "pixels": "all"}), indent=2))
+    write_text_atomic(args.out, json.dumps(result_json(cm, {**meta, "pixels": "all"}, va),
+                                           indent=2))
     if cm_nb is not None:
         nb_meta = {**meta, "pixels": "non-boundary", "boundary_width": cfg.boundary_width}
         write_text_atomic(args.non_boundary_out, json.dumps(result_json(cm_nb, nb_meta), indent=2))
@@ -317,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     s = cm.summary()
     log.info("%d frames / %d videos: %s", cm.n_frames, len(frames), "; ".join(
         f"{k} ave {v['ave']:.1f} glo {v['glo']:.1f} mIoU {v['miou']:.1f}" for k, v in s.items()))
+    averaged = va.compute()
+    log.info("%s: %s", averaged["label"], "; ".join(
+        f"{k} {averaged[k]:.1f}" for k in SETTINGS if averaged[k] is not None))
     return 0
 
 

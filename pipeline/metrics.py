@@ -292,3 +292,81 @@ def save_counts(path: str | Path, cm: ConfusionMatrix) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, counts=cm.counts, n_frames=np.int64(cm.n_frames))
 
+
+
+#: How the video-averaged IoU is named wherever it is shown.
+VIDEO_AVERAGED_LABEL = ("per-frame, video-averaged IoU, as MED-VT reports; not the A2D protocol")
+VIDEO_AVERAGED_DEFINITION = (
+    "per annotated frame f at native size: C_f = non-background labels present in GT or "
+    "prediction (joint ids; actor or action digits); IoU_f = mean over c in C_f of "
+    "|g=c and p=c| / |g=c or p=c|; frames with empty C_f skipped; a video's score = mean IoU_f "
+    "of its frames; the number = mean over videos (with a scored frame), in percent")
+#: Raw id -> class id of each setting for the video-averaged IoU (background is 0 in all three).
+_KEY = {"actor": np.arange(N_IDS) // 10, "action": np.arange(N_IDS) % 10,
+        "joint": np.arange(N_IDS)}
+
+
+def frame_iou(counts: np.ndarray, setting: str) -> float:
+    """IoU_f of one frame in ``setting`` from its raw (80, 80) ``[gt_id, pred_id]`` pixel counts:
+    the mean over the non-background classes present in GT or prediction of TP / (GT + P - TP),
+    a fraction in [0, 1]; NaN when no such class is present (the frame is then skipped).
+
+    In the joint setting a predicted invalid pair is a class of its own (it is in C_f, IoU 0).
+    """
+    key = _KEY[setting]
+    n = int(key.max()) + 1
+    cells = (key[:, None] * n + key[None, :]).ravel()
+    folded = np.bincount(cells, weights=counts.ravel().astype(np.float64),
+                         minlength=n * n).reshape(n, n)
+    tp = np.diag(folded)
+    union = folded.sum(axis=1) + folded.sum(axis=0) - tp
+    present = union > 0
+    present[0] = False  # background never counts
+    if not present.any():
+        return math.nan
+    return float((tp[present] / union[present]).mean())
+
+
+class VideoAveragedIoU:
+    """The per-frame, video-averaged IoU that MED-VT (CVPR 2023) reports as "mIoU" on A2D.
+
+    Not the A2D protocol (:class:`ConfusionMatrix`): per frame, without background, over the
+    classes present in that frame, then averaged per video and over videos. A frame where a
+    class is small weighs as much as one where it fills the image, and a video of 2 annotated
+    frames as much as one of 10, so the two numbers are not comparable. Definition:
+    :data:`VIDEO_AVERAGED_DEFINITION`.
+
+    Usage: ``update(video, gt, pred)`` per frame (both (H, W) integer id maps, already validated
+    by :meth:`ConfusionMatrix.update`), then :meth:`compute`.
+    """
+
+    def __init__(self) -> None:
+        # {setting: {video: [IoU_f of its scored frames]}}
+        self.frames: dict[str, dict[str, list[float]]] = {s: {} for s in SETTINGS}
+        self.skipped = dict.fromkeys(SETTINGS, 0)
+
+    def update(self, video: str, gt: np.ndarray, pred: np.ndarray) -> None:
+        flat = np.asarray(gt).astype(np.int64) * N_IDS + np.asarray(pred)
+        counts = np.bincount(flat.ravel(), minlength=N_IDS * N_IDS).reshape(N_IDS, N_IDS)
+        for setting in SETTINGS:
+            iou = frame_iou(counts, setting)
+            scored = self.frames[setting].setdefault(video, [])
+            if math.isnan(iou):
+                self.skipped[setting] += 1
+            else:
+                scored.append(iou)
+
+    def compute(self) -> dict:
+        """``{"actor"|"action"|"joint": percent or None, "label", "definition",
+        "n_videos", "n_frames_scored", "n_frames_skipped"}`` (per-setting counts), JSON-ready.
+        A video none of whose frames is scored has no score and is left out of the mean."""
+        out: dict = {"label": VIDEO_AVERAGED_LABEL, "definition": VIDEO_AVERAGED_DEFINITION}
+        n_videos, n_scored = {}, {}
+        for setting in SETTINGS:
+            per_video = [float(np.mean(v)) for v in self.frames[setting].values() if v]
+            out[setting] = 100.0 * float(np.mean(per_video)) if per_video else None
+            n_videos[setting] = len(per_video)
+            n_scored[setting] = sum(len(v) for v in self.frames[setting].values())
+        out.update(n_videos=n_videos, n_frames_scored=n_scored,
+                   n_frames_skipped=dict(self.skipped))
+        return out

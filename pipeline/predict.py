@@ -9,13 +9,19 @@ Frames 1, 1+N, 1+2N, ... (1-based, at most ``--max-frames``) are decoded, then t
 per-video stages run on them exactly as in the workflow: flow (``flow`` section; frame t from
 (t, t+1), or (t-1, t) at the video's last frame), region masks from the segmenter (``masks`` and
 ``segmenter`` sections), the stage-1 front-end's features and the region model of ``--stage2``;
-without ``--stage2`` the baseline of ``--stage1`` predicts from frames (and flow). Their caches
-go to a temporary folder ``DIR/.predict-*`` that is removed at the end. Architectures and input
-sizes come from the checkpoints; ``region_model.device`` picks the device.
+without ``--stage2`` the baseline of ``--stage1`` predicts from frames (and flow). Architectures
+and input sizes come from the checkpoints; ``region_model.device`` picks the device.
 
-Outputs (``labels.h5`` is written last, so its presence marks a complete run; a failure while
-writing removes all three, so ``DIR`` never mixes two runs; an earlier failure leaves it as it
-was):
+Nothing is created before the checkpoints load and the input is known to be a video: a real
+video stream (not, say, a text file that FFmpeg renders as glyphs) whose first frame decodes at
+the reported size. The run, caches included, is then written into a temporary folder beside
+``DIR`` (``.DIR.predict-<pid>-*``) and swapped in whole by renaming, so ``DIR`` always holds one
+complete run: the previous one until the new one is done, never a mix. A killed run leaves its
+temporary folder; the next run removes those whose process is gone (and restores the previous
+run if the kill fell between the two renames of the swap). An existing ``DIR`` that holds anything
+else than a run of this command is refused, never replaced.
+
+Outputs:
 
 - ``DIR/labels.h5`` (stage ``predict``, format 1, the predictions layout of docs/architecture.md):
   ``labels`` (A, H, W) uint8 joint ids at the video's native size, ``frame_ids`` (A,) int32;
@@ -31,10 +37,10 @@ Every kept frame is held in memory once while decoding: bound long videos with `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -59,11 +65,12 @@ from pipeline.provenance import file_sha256
 from pipeline.region.build import load_checkpoint
 from pipeline.region.features import extract_features
 from pipeline.region.predict import FORMAT_VERSION, STAGE, predict_video
-from pipeline.video import decode_frames, probe_clip, read_frames
+from pipeline.video import decode_frames, probe_clip, probe_video, read_frames
 
 log = logging.getLogger("pipeline.predict")
 OUTPUTS = ("labels.h5", "overlay.mp4", "png")
 OVERLAY_ALPHA = 0.5  # weight of the palette colour on labelled pixels
+PID_REUSE_MARGIN_S = 600.0  # a work folder this much older than its live pid's process is stale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,13 +168,18 @@ def predict_file(video: str | Path, out_dir: str | Path, *, stage1: str | Path,
                  stage2: str | Path | None = None, segmenter: str | Path | None = None,
                  settings: Settings, every: int = 1, max_frames: int | None = None,
                  masks_source: str = "model") -> Path:
-    """Run the pipeline on ``video`` and write ``out_dir/{labels.h5,png/,overlay.mp4}``.
+    """Run the pipeline on ``video`` and write ``out_dir/{labels.h5,png/,overlay.mp4}``, all
+    three swapped in at once (see the module's docstring).
 
     Raises:
-        DataError: naming the file: an unreadable video, a missing or wrong checkpoint, a
-            stage-2 checkpoint trained on another stage-1 front-end.
+        DataError: naming the file: a missing or unreadable file or one without a video stream,
+            a missing or wrong checkpoint, a stage-2 checkpoint trained on another stage-1
+            front-end, an ``out_dir`` holding other files. Nothing is created before these
+            checks pass.
     """
     video, out_dir, stage1 = Path(video), Path(out_dir), Path(stage1)
+    if out_dir.name in ("", ".", ".."):  # the folder is renamed: it needs a name
+        out_dir = out_dir.resolve()
     if every < 1 or (max_frames is not None and max_frames < 1):
         raise ValueError(f"--every and --max-frames must be >= 1, got {every}, {max_frames}")
     _, meta1, cfg = load_checkpoint(stage1, "stage1")
@@ -181,9 +193,14 @@ def predict_file(video: str | Path, out_dir: str | Path, *, stage1: str | Path,
             raise DataError(segmenter or "--segmenter", "segmenter weights not found (the "
                                                         "region model needs region masks)")
     vid = video.stem or "video"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".predict-", dir=out_dir))
+    probe_video(video)
+    check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(out_dir)
+    work = Path(tempfile.mkdtemp(prefix=f"{work_prefix(out_dir)}{os.getpid()}-",
+                                 dir=out_dir.parent))
     try:
+        run = work / "run"
         frames_h5 = work / "frames" / f"{vid}.h5"
         ids, n_frames, fps = cache_frames(video, vid, frames_h5, every, max_frames)
         with read_frames_cache(frames_h5) as cache:
@@ -228,12 +245,8 @@ def predict_file(video: str | Path, out_dir: str | Path, *, stage1: str | Path,
                  "stage2_sha256": file_sha256(stage2) if stage2 else "",
                  "segmenter": str(segmenter) if stage2 else "",
                  "segmenter_sha256": file_sha256(segmenter) if stage2 else ""}
-        try:
-            _write_outputs(out_dir, work, frames_h5, labels, ids, fps / every, config, source,
-                           attrs)
-        except BaseException:
-            remove_outputs(out_dir)  # never a mix of this run's and an earlier run's files
-            raise
+        _write_outputs(run, frames_h5, labels, ids, fps / every, config, source, attrs)
+        swap_in(run, out_dir, work / "previous")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("%s: %s, %d frames (every %d of %d) at %dx%d -> %s", video, source, len(ids),
@@ -241,17 +254,15 @@ def predict_file(video: str | Path, out_dir: str | Path, *, stage1: str | Path,
     return out_dir / "labels.h5"
 
 
-def _write_outputs(out_dir: Path, work: Path, frames_h5: Path, labels: np.ndarray,
-                   ids: list[int], fps: float, config: dict, source: str, attrs: dict) -> None:
-    """PNGs (built in ``work``, then swapped in), the overlay, and ``labels.h5`` last."""
+def _write_outputs(out_dir: Path, frames_h5: Path, labels: np.ndarray, ids: list[int],
+                   fps: float, config: dict, source: str, attrs: dict) -> None:
+    """PNGs, the overlay and ``labels.h5`` into the (temporary) run folder ``out_dir``."""
     for fid, lab in zip(ids, labels):
-        write_col_png(work / "png" / f"{fid:05d}.png", lab)
+        write_col_png(out_dir / "png" / f"{fid:05d}.png", lab)
     with read_frames_cache(frames_h5) as cache:
         write_overlay(out_dir / "overlay.mp4",
                       (overlay_frame(cache.frame(f), lab) for f, lab in zip(ids, labels)),
                       fps if fps > 0 else 25.0, labels.shape[1:])
-    shutil.rmtree(out_dir / "png", ignore_errors=True)
-    os.replace(work / "png", out_dir / "png")
     _, h, w = labels.shape
     with create_cache(out_dir / "labels.h5", stage=STAGE, module="pipeline.predict",
                       config=config, format_version=FORMAT_VERSION, source=source,
@@ -261,15 +272,91 @@ def _write_outputs(out_dir: Path, work: Path, frames_h5: Path, labels: np.ndarra
         f.create_dataset("frame_ids", data=np.asarray(ids, np.int32))
 
 
-def remove_outputs(out_dir: Path) -> None:
-    """Remove ``labels.h5``, ``overlay.mp4`` and ``png/`` from ``out_dir`` if present."""
-    for name in OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+def work_prefix(out_dir: Path) -> str:
+    """Name prefix of this command's temporary folders for ``out_dir`` (beside it)."""
+    return f".{out_dir.name}.predict-"
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` that exists and is not a run of this command: it is replaced whole.
+
+    Raises:
+        DataError: naming ``out_dir`` and what it holds.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(out_dir, "--out exists and is not a folder")
+    # .predict-*: the work folders that earlier versions kept inside the output folder
+    foreign = sorted(p.name for p in out_dir.iterdir()
+                     if p.name not in OUTPUTS and not p.name.startswith(".predict-"))
+    if foreign:
+        raise DataError(out_dir, f"--out holds files that are not a pipeline.predict run "
+                                 f"({', '.join(foreign[:5])}); it would be replaced whole: "
+                                 "give a new or empty folder")
+
+
+def swap_in(run: Path, out_dir: Path, previous: Path) -> None:
+    """Make the finished folder ``run`` the new ``out_dir``, the old one moving to ``previous``
+    (inside the work folder, removed with it). Two renames within one filesystem: a kill between
+    them leaves ``previous`` for :func:`remove_stale_work` to restore."""
+    if out_dir.exists():
+        os.replace(out_dir, previous)
+    os.replace(run, out_dir)
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time (epoch seconds, about 1 s precision) of process ``pid`` from Linux ``/proc``;
+    None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _owner_gone(pid: int, folder: Path) -> bool:
+    """Whether the process that made ``folder`` has ended: no process ``pid``, this process
+    (it has not made its folder yet, so the pid was reused), or a process ``pid`` that started
+    after the folder last changed (the pid was reused: the owner started before making it)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    start = _process_start(pid)
+    try:
+        # /proc start times can be off by tens of seconds (boot time vs. wall clock): only a
+        # folder left well before the live process began is taken as stale
+        return start is not None and start > folder.stat().st_mtime + PID_REUSE_MARGIN_S
+    except OSError:
+        return False
+
+
+def remove_stale_work(out_dir: Path) -> list[Path]:
+    """Remove the temporary folders of earlier killed runs for ``out_dir``; runs still going
+    keep theirs. If ``out_dir`` is missing and a stale folder holds the previous run, that run
+    is put back first. Returns the folders removed."""
+    pattern = re.compile(re.escape(work_prefix(out_dir)) + r"(\d+)-\w+")
+    removed = []
+    for folder in sorted(out_dir.parent.glob(work_prefix(out_dir) + "*")):
+        match = pattern.fullmatch(folder.name)
+        if not match or not folder.is_dir() or not _owner_gone(int(match[1]), folder):
+            continue
+        previous = folder / "previous"
+        if previous.is_dir() and not out_dir.exists():
+            os.replace(previous, out_dir)
+            log.warning("%s: restored the previous run from %s (a run was killed while "
+                        "swapping it in)", out_dir, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s, left by a killed run", folder)
+        removed.append(folder)
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,18 +12,32 @@ import numpy as np
 from pipeline.errors import DataError
 
 
+#: Codecs of FFmpeg's text-mode demuxers (``tty``: .txt/.nfo/.asc/...; XBIN): they render any
+#: text file as "video" frames of glyphs, so OpenCV opens and decodes a renamed README. OpenCV
+#: reports a codec without a 4-character tag by its FFmpeg name, which is how these show up.
+TEXT_CODECS = frozenset({"ansi", "xbin"})
+
+
 @dataclass(frozen=True)
 class ClipInfo:
     n_frames: int
     height: int
     width: int
     fps: float
+    codec: str = ""  # the video stream's FourCC (or FFmpeg codec name) as OpenCV reports it
+
+
+def fourcc_text(value: float) -> str:
+    """OpenCV's ``CAP_PROP_FOURCC`` double as its four characters (``"FMP4"``, ``"ansi"``)."""
+    code = int(value)
+    return "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\x00 ")
 
 
 def probe_clip(path: str | Path) -> ClipInfo:
     """Container metadata of a clip (frame count as reported by the container).
 
-    Raises DataError if the file is missing or OpenCV cannot open it.
+    Raises DataError if the file is missing, OpenCV cannot open it, or its stream is text that
+    FFmpeg renders as glyphs (:data:`TEXT_CODECS`), not a video.
     """
     path = Path(path)
     if not path.is_file():
@@ -35,12 +49,35 @@ def probe_clip(path: str | Path) -> ClipInfo:
         info = ClipInfo(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
                         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                         int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                        float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
+                        float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+                        fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)))
     finally:
         cap.release()
+    if info.codec.lower() in TEXT_CODECS:
+        raise DataError(path, f"not a video: FFmpeg reads it as text rendered to frames (codec "
+                              f"{info.codec!r}); give a video file (mp4, avi, ...)")
     if info.n_frames <= 0 or info.height <= 0 or info.width <= 0:
         raise DataError(path, f"unreadable video (reports {info.n_frames} frames of "
                               f"{info.height}x{info.width})")
+    return info
+
+
+def probe_video(path: str | Path) -> ClipInfo:
+    """:func:`probe_clip`, then decode the first frame and check it has the reported size: a
+    file is taken as a video only when a real video stream yields a real frame.
+
+    Raises:
+        DataError: naming the file, as :func:`probe_clip`, or when no frame decodes or the first
+            frame's size differs from the container's.
+    """
+    info = probe_clip(path)
+    frames, _ = decode_frames(path, [1])
+    if 1 not in frames:
+        raise DataError(path, f"unreadable video (the container reports {info.n_frames} frames, "
+                              "none decodes)")
+    if frames[1].shape[:2] != (info.height, info.width):
+        raise DataError(path, f"unreadable video (first frame {frames[1].shape[:2]}, the "
+                              f"container reports {info.height}x{info.width})")
     return info
 
 

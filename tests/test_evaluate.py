@@ -12,7 +12,7 @@ from pipeline.a2d.release import Release
 from pipeline.a2d.videoset import VideoRecord, write_videoset
 from pipeline.evaluate import eval_frames, main
 from pipeline.h5cache import create_cache
-from pipeline.metrics import ConfusionMatrix, non_boundary_mask
+from pipeline.metrics import VIDEO_AVERAGED_LABEL, ConfusionMatrix, frame_iou, non_boundary_mask
 
 # (video id, test flag, (H, W), annotated frame ids); ids may start with '-'
 VIDEOS = [("-vidA", True, (13, 17), [3, 7]), ("vidB", True, (16, 21), [2]),
@@ -129,6 +129,31 @@ def test_png_and_h5_predictions_give_identical_numbers(release, tmp_path):
     assert metrics(from_png) == {k: {m: pytest.approx(v) for m, v in s.items()}
                                  for k, s in cm.summary().items()}
     assert 0 < from_png["joint"]["miou"] < 100
+
+
+def test_video_averaged_block_beside_the_protocol(release, tmp_path):
+    preds = noisy_predictions(release, seed=2)
+    rc, result = run(tmp_path, "--release", release, "--pred-h5",
+                     write_h5_preds(tmp_path / "h5", preds))
+    assert rc == 0
+    block = result["video_averaged"]
+    assert block["label"] == VIDEO_AVERAGED_LABEL
+    # by hand: per frame IoU_f, mean per video (-vidA: frames 3 and 7; vidB: frame 2), then
+    # mean over the two videos
+    rel = Release.at(release)
+    for setting in ("actor", "action", "joint"):
+        per_video = {}
+        for (vid, fr), pred in preds.items():
+            gt = read_annotation(rel.mat(vid, fr)).label.astype(np.int64)
+            counts = np.bincount((gt * 80 + pred).ravel(), minlength=6400).reshape(80, 80)
+            per_video.setdefault(vid, []).append(frame_iou(counts, setting))
+        expected = 100 * np.mean([np.mean(v) for v in per_video.values()])
+        assert block[setting] == pytest.approx(expected), setting
+        assert block["n_videos"][setting] == 2 and block["n_frames_scored"][setting] == 3
+        # the protocol's numbers are untouched, and not the same quantity
+        assert block[setting] != pytest.approx(result[setting]["miou"])
+    rc, perfect = run(tmp_path, "--release", release, "--pred-png", release / "Annotations/col")
+    assert [perfect["video_averaged"][s] for s in ("actor", "action", "joint")] == [100.0] * 3
 
 
 def test_non_boundary_and_per_class_outputs(release, tmp_path):

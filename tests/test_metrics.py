@@ -6,7 +6,11 @@ from scipy import ndimage
 
 from pipeline.a2d.classes import JOINT_IDS
 from pipeline.metrics import (
+    N_IDS,
+    VIDEO_AVERAGED_LABEL,
     ConfusionMatrix,
+    VideoAveragedIoU,
+    frame_iou,
     label_changes,
     non_boundary_mask,
 )
@@ -207,3 +211,68 @@ def test_non_boundary_metrics_only_count_kept_pixels():
     assert summary(gt, pred)["joint"]["glo"] < 100
     s = summary(gt, pred, keep)
     assert s["joint"]["glo"] == 100.0 and s["joint"]["miou"] == 100.0
+
+
+def raw_counts(gt, pred):
+    flat = np.asarray(gt, np.int64) * N_IDS + np.asarray(pred)
+    return np.bincount(flat.ravel(), minlength=N_IDS * N_IDS).reshape(N_IDS, N_IDS)
+
+
+@pytest.mark.parametrize("gt,pred,expected", [
+    # 11 = adult-climbing, 21 = baby-climbing: joint {11: 1/2, 21: 1/2}; actor {1: 1/2, 2: 1/2};
+    # action {climbing: 3/3}
+    ([[11, 11, 21]], [[11, 21, 21]], {"joint": 0.5, "actor": 0.5, "action": 1.0}),
+    # a class only predicted is in C_f with IoU 0; background is never in C_f
+    ([[0, 11, 11, 11]], [[11, 11, 0, 0]], {"joint": 0.25, "actor": 0.25, "action": 0.25}),
+    # 33 (ball-eating) is an invalid pair: a class of C_f in joint; 34 = ball-flying
+    ([[0, 0, 34]], [[0, 33, 34]], {"joint": 0.5, "actor": 0.5, "action": 0.5}),
+    # nothing but background: C_f empty, the frame is skipped
+    ([[0, 0]], [[0, 0]], {"joint": np.nan, "actor": np.nan, "action": np.nan}),
+])
+def test_frame_iou_golden(gt, pred, expected):
+    counts = raw_counts(gt, pred)
+    for setting, value in expected.items():
+        assert frame_iou(counts, setting) == pytest.approx(value, nan_ok=True), setting
+
+
+def test_video_averaged_golden():
+    va = VideoAveragedIoU()
+    # v1: IoU_f (joint, actor, action) = (.5, .5, 1), skipped, (0, 0, 0)
+    va.update("v1", np.array([[11, 11, 21]]), np.array([[11, 21, 21]]))
+    va.update("v1", np.zeros((1, 3), np.uint8), np.zeros((1, 3), np.uint8))
+    va.update("v1", np.zeros((1, 3), np.uint8), np.array([[0, 0, 33]]))
+    # v2: one perfect frame; v3: only background, no score at all (left out of the mean)
+    va.update("v2", np.full((1, 3), 11), np.full((1, 3), 11))
+    va.update("v3", np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8))
+    out = va.compute()
+    # videos: v1 = mean(.5, 0) = .25 (action mean(1, 0) = .5), v2 = 1; then mean over videos
+    assert out["joint"] == pytest.approx(62.5) and out["actor"] == pytest.approx(62.5)
+    assert out["action"] == pytest.approx(75.0)
+    assert out["n_videos"] == {"actor": 2, "action": 2, "joint": 2}
+    assert out["n_frames_scored"] == {"actor": 3, "action": 3, "joint": 3}
+    assert out["n_frames_skipped"] == {"actor": 2, "action": 2, "joint": 2}
+    assert out["label"] == VIDEO_AVERAGED_LABEL and "not the A2D protocol" in out["label"]
+
+
+def test_video_averaged_and_a2d_miou_disagree():
+    """Video-averaged 50.0 against the A2D protocol's 26.2 (joint) on the same predictions.
+
+    The A2D protocol pools pixels over the test set: video 1's 100-pixel frame, whose 50 pixels
+    of adult-climbing are all missed, dominates, and background (included in the protocol) gets
+    its 50 false-negative pixels as false positives. The video-averaged number gives video 2's
+    2-pixel frame (perfect) the same weight as video 1's, and leaves background out, so it is
+    higher here; it would be lower where small, frequent frames are the wrong ones.
+    """
+    gt1 = np.zeros((10, 10), np.uint8)
+    gt1[:5] = 11
+    frames = [("v1", gt1, np.zeros_like(gt1)),
+              ("v2", np.array([[0, 11]], np.uint8), np.array([[0, 11]], np.uint8))]
+    cm, va = ConfusionMatrix(), VideoAveragedIoU()
+    for video, gt, pred in frames:
+        cm.update(gt, pred)
+        va.update(video, gt, pred)
+    a2d = cm.summary()["joint"]["miou"]
+    # background: TP 51, GT 51, predicted 101; adult-climbing: TP 1, GT 51, predicted 1
+    assert a2d == pytest.approx(100 * (51 / 101 + 1 / 51) / 2)
+    assert va.compute()["joint"] == pytest.approx(50.0)  # (0 + 1) / 2 videos
+    assert va.compute()["joint"] > a2d + 20

@@ -5,6 +5,11 @@ corrupt file."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import h5py
@@ -22,7 +27,8 @@ from pipeline.a2d.classes import is_valid_label
 from pipeline.config import stage_config
 from pipeline.masks.config import SegmenterConfig
 from pipeline.masks.train import train_segmenter
-from pipeline.predict import main, overlay_frame
+import pipeline.predict as predict_mod
+from pipeline.predict import main, overlay_frame, remove_stale_work
 from pipeline.provenance import file_sha256
 from pipeline.region.features import extract_features
 from pipeline.video import read_frames
@@ -170,16 +176,125 @@ def test_overlay_frame_blends_labelled_pixels_only():
                                   [[[100, 50, 200], [31, 10, 16]]])
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20],
-                         ids=["empty", "garbage"])
-def test_corrupt_video_fails_naming_it(trained, tmp_path, caplog, content):
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(content)
-    out = tmp_path / "pred"
+@pytest.mark.parametrize("name,content,problem", [
+    ("broken.mp4", b"", "unreadable video"),
+    ("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20, "unreadable video"),
+    ("readme.txt", b"A README, renamed.\nFFmpeg's tty demuxer renders it as frames.\n" * 60,
+     "not a video"),
+    ("missing.mp4", None, "clip not found"),
+], ids=["empty", "garbage", "text", "missing"])
+def test_bad_video_refused_creating_nothing(trained, tmp_path, caplog, name, content, problem):
+    bad = tmp_path / "in" / name
+    bad.parent.mkdir()
+    if content is not None:
+        bad.write_bytes(content)
+    out = tmp_path / "runs" / "pred"
     assert main(args(trained, bad, out)) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and errors[0].startswith(f"{bad}: unreadable video"), errors
-    assert list(out.iterdir()) == []  # no output, and the work folder is gone
+    assert len(errors) == 1 and errors[0].startswith(f"{bad}: {problem}"), errors
+    assert "\n" not in errors[0]
+    # neither --out nor its parent nor a work folder was created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_foreign_out_folder_refused(trained, clip, tmp_path, caplog):
+    out = tmp_path / "Documents"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    assert main(args(trained, clip, out, "--max-frames", "2")) == 1
+    assert f"{out}: --out holds files that are not a pipeline.predict run (thesis.tex)" \
+        in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import pipeline.predict as predict
+def dying(*args, **kwargs):  # killed after PNGs and overlay, as labels.h5 is about to be written
+    os.kill(os.getpid(), signal.SIGKILL)
+predict.create_cache = dying
+sys.exit(predict.main(sys.argv[1:]))
+"""
+
+
+def test_killed_run_leaves_previous_run_and_next_run_cleans_up(trained, clip, tmp_path):
+    out = tmp_path / "pred"
+    assert main(args(trained, clip, out, "--max-frames", "2")) == 0
+    before = snapshot(out)
+    assert sorted(str(p) for p in before) == ["labels.h5", "overlay.mp4", "png/00001.png",
+                                              "png/00002.png"]
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT,
+                           *args(trained, clip, out, "--every", "3")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert snapshot(out) == before  # the previous run, whole and unchanged
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".pred.predict-")]
+    assert len(stale) == 1 and (stale[0] / "run/overlay.mp4").is_file(), stale
+    # the next run removes the killed run's folder and replaces the previous run whole
+    assert main(args(trained, clip, out, "--every", "3")) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
+    check_outputs(out, clip, [1, 4, 7])
+
+
+def test_failed_write_leaves_previous_run(trained, clip, tmp_path, monkeypatch):
+    out = tmp_path / "pred"
+    assert main(args(trained, clip, out, "--max-frames", "2")) == 0
+    before = snapshot(out)
+
+    def broken(path, *_):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(predict_mod, "write_overlay", broken)
+    with pytest.raises(OSError, match="No space left"):
+        main(args(trained, clip, out, "--every", "3"))
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]  # work folder removed
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_work_folders_removed_live_ones_kept(tmp_path):
+    out = tmp_path / "pred"
+    out.mkdir()
+    dead = tmp_path / f".pred.predict-{dead_pid()}-abc_1"
+    (dead / "run").mkdir(parents=True)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive_proc:
+        try:
+            time.sleep(0.2)
+            alive = tmp_path / f".pred.predict-{alive_proc.pid}-xyz"
+            (alive / "run").mkdir(parents=True)
+            # the same live pid on a folder older than that process: the pid was reused
+            reused = tmp_path / f".pred.predict-{alive_proc.pid}-old"
+            reused.mkdir()
+            os.utime(reused, (time.time() - 3600, time.time() - 3600))
+            other = tmp_path / ".other.predict-1-abc"  # another output folder's: not ours
+            other.mkdir()
+            assert sorted(remove_stale_work(out)) == sorted([dead, reused])
+        finally:
+            alive_proc.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["pred", alive.name, other.name])
+
+
+def test_kill_during_swap_restores_previous_run(tmp_path):
+    out = tmp_path / "pred"
+    stale = tmp_path / f".pred.predict-{dead_pid()}-q1"
+    (stale / "previous" / "png").mkdir(parents=True)
+    (stale / "previous" / "labels.h5").write_bytes(b"previous run")
+    (stale / "run").mkdir()  # the new run, never swapped in
+    remove_stale_work(out)
+    assert (out / "labels.h5").read_bytes() == b"previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
 
 
 def test_stage2_of_another_front_end_refused(trained, clip, tmp_path, caplog):

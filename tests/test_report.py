@@ -233,6 +233,9 @@ def test_report_page(run, tmp_path):
         for s in ("joint", "actor", "action"):
             for k in ("miou", "ave", "glo"):
                 assert f">{result[s][k]:.1f}<" in page
+            assert f">{result['video_averaged'][s]:.1f}<" in page
+    assert ("per-frame, video-averaged IoU, as MED-VT reports; not the A2D protocol (joint)"
+            in page)
     base = json.loads(run["evals"]["baseline_rgbflow"].read_text())
     assert base["joint"]["miou"] < 100  # the wrong frame shows: values are not all 100.0
     assert "Dang Table 1" in page and ">12.3<" in page

@@ -9,8 +9,8 @@ import pytest
 from pipeline import paper_numbers as paper
 from pipeline.a2d.classes import JOINT_IDS
 from pipeline.evaluate import result_json
-from pipeline.metrics import ConfusionMatrix
-from pipeline.tables import TABLES, main
+from pipeline.metrics import VIDEO_AVERAGED_LABEL, ConfusionMatrix, VideoAveragedIoU
+from pipeline.tables import JI_BOXES_FILLED, TABLES, main
 
 
 def eval_json(path, seed=0, pixels="all", release="/data/synthetic/Release", synthetic=True):
@@ -19,14 +19,15 @@ def eval_json(path, seed=0, pixels="all", release="/data/synthetic/Release", syn
     gt = rng.choice(np.array(JOINT_IDS, np.uint8), (23, 31))
     pred = gt.copy()
     pred[rng.random(gt.shape) < 0.4] = 0
-    cm = ConfusionMatrix()
+    cm, va = ConfusionMatrix(), VideoAveragedIoU()
     cm.update(gt, pred)
+    va.update("v", gt, pred)
     meta = {"release": release, "synthetic": synthetic, "split": "test", "n_frames": 1,
             "n_videos": 1, "predictions": "/runs/preds", "pixels": pixels,
             "predictions_provenance": [{"source": "ckpt.pt", "config_sha256": "c0ffee12",
                                         "code_version": "0.1.0", "code_hash": "abcd"}],
             "config": {"split": "test", "boundary_width": 15, "missing_as_background": False}}
-    result = result_json(cm, meta)
+    result = result_json(cm, meta, va if pixels == "all" else None)
     path.write_text(json.dumps(result))
     return result
 
@@ -64,6 +65,45 @@ def test_dang_table1_holds_paper_and_ours_and_the_label_line(tmp_path):
     # a variant not run: "-" in the markdown, empty in the CSV
     assert "| Ours (RGB only) | ours | – | – |" in md
     assert np.isnan(cell(csv, "Ours (RGB only)", "ours", "glo actor"))
+
+
+VA_JOINT = f"{VIDEO_AVERAGED_LABEL} (joint)"
+
+
+def test_video_averaged_in_its_own_columns(tmp_path):
+    ours = eval_json(tmp_path / "ours.json", seed=4)
+    rc, md, csv = make(tmp_path, "dang_table1", ours_rgbflow=tmp_path / "ours.json")
+    assert rc == 0
+    assert [c for c in csv.columns if "video-averaged" in c] == [
+        f"{VIDEO_AVERAGED_LABEL} ({s})" for s in ("joint", "actor", "action")]
+    assert "per-frame, video-averaged IoU, as MED-VT reports; not the A2D protocol (joint)" in md
+    for s in ("joint", "actor", "action"):
+        assert cell(csv, "Ours (RGB + flow)", "ours", f"{VIDEO_AVERAGED_LABEL} ({s})") == \
+            pytest.approx(ours["video_averaged"][s], abs=0.05)
+    # not the protocol's mIoU, and the papers report none
+    assert ours["video_averaged"]["joint"] != pytest.approx(ours["joint"]["miou"], abs=0.5)
+    assert np.isnan(cell(csv, "Ours (RGB + flow)", "paper (A2D)", VA_JOINT))
+    rc, md, csv = make(tmp_path, "ji_table1", ours=tmp_path / "ours.json")
+    assert cell(csv, "Ours", "ours", VA_JOINT) == pytest.approx(ours["video_averaged"]["joint"],
+                                                                abs=0.05)
+    # per-category, detection and non-boundary tables have no such column
+    for name in ("dang_table2", "dang_table5", "ji_table2"):
+        rc, md, csv = make(tmp_path, name)
+        assert not [c for c in csv.columns if "video-averaged" in c], name
+
+
+def test_ji_box_filling_row_is_named_for_what_it_is(tmp_path):
+    eval_json(tmp_path / "no_mask.json", seed=5)
+    rc, md, csv = make(tmp_path, "ji_table3", no_mask_sm=tmp_path / "no_mask.json")
+    assert rc == 0
+    ours = csv[csv.source == "ours"]
+    assert JI_BOXES_FILLED == "Ours w/o Mask, boxes filled"
+    assert JI_BOXES_FILLED in set(ours.method) and "SM" not in " ".join(ours.method)
+    assert not np.isnan(cell(csv, JI_BOXES_FILLED, "ours", "joint mIoU"))
+    # the paper's number stays beside it, under the paper's name, marked as SharpMask
+    assert cell(csv, "Ours w/o Mask + SM (the paper's SharpMask row)", "paper (A2D)",
+                "joint mIoU") == 32.4
+    assert f"| {JI_BOXES_FILLED} | ours |" in md
 
 
 def test_dang_table2_needs_non_boundary_results(tmp_path, caplog):

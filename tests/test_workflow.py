@@ -96,3 +96,24 @@ def test_whole_pipeline_ends_in_metrics_and_report(tmp_path):
     for upstream in ("rule synth", "rule frames", "rule flow", "rule train_segmenter",
                      "rule region_stage1"):
         assert upstream not in out, upstream
+
+    # Snakemake's own report of the run holds the flagged tables, figures, evaluations and page
+    import zipfile
+
+    zipped = tmp_path / "report.zip"
+    proc = snakemake(tmp_path, cfg, "--report", str(zipped))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    with zipfile.ZipFile(zipped) as z:
+        files = {Path(n).name: n for n in z.namelist() if not n.endswith("/")}
+        assert "report.html" in files, sorted(files)
+        for name in ("index.html", "dang_table1.csv", "dang_table3.csv", "timing.csv",
+                     "per_class_joint.png", "confusion_region_rgbflow_model_joint.png",
+                     "loss_curves.png", "timing.png", "qualitative.png", "baseline_rgbflow.json",
+                     "e2e_full.json", "region_rgbflow_model.per_class.csv"):
+            assert name in files, (name, sorted(files))
+        assert z.read(files["index.html"]) == (res / "report/index.html").read_bytes()
+        assert z.read(files["dang_table1.csv"]) == (res / "tables/dang_table1.csv").read_bytes()
+        page = z.read(files["report.html"]).decode()
+    # the captions (workflow/report/*.rst) and categories are in the report
+    for text in ("Paper tables", "Figures", "Run report", "Evaluation", "video-averaged IoU"):
+        assert text in page, text

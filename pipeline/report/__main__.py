@@ -37,7 +37,7 @@ import pandas as pd
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import DataError
-from pipeline.metrics import SETTINGS
+from pipeline.metrics import SETTINGS, VIDEO_AVERAGED_DEFINITION, VIDEO_AVERAGED_LABEL
 from pipeline.report import confusion, figures, html, qualitative
 
 log = logging.getLogger("pipeline.report")
@@ -107,15 +107,20 @@ def headline_section(results: dict[str, dict], paths: dict[str, Path],
     if not results:
         return html.not_run("no evaluation JSON" + (f" ({', '.join(missing)} missing)"
                                                      if missing else " given"))
-    header = ["model", "pixels", "frames"] + [f"{s} {m}" for s in ("joint", "actor", "action")
-                                              for m in ("mIoU", "ave", "glo")]
+    order = ("joint", "actor", "action")
+    header = (["model", "pixels", "frames"] + [f"{s} {m}" for s in order
+                                               for m in ("mIoU", "ave", "glo")]
+              + [f"{VIDEO_AVERAGED_LABEL} ({s})" for s in order])
     rows = []
     for name, r in results.items():
+        averaged = r.get("video_averaged") or {}
         rows.append([name, r["meta"].get("pixels", "?"), r["meta"].get("n_frames", "?")]
-                    + [_fmt(r[s].get(k)) for s in ("joint", "actor", "action")
-                       for k in ("miou", "ave", "glo")])
+                    + [_fmt(r[s].get(k)) for s in order for k in ("miou", "ave", "glo")]
+                    + [_fmt(averaged.get(s)) for s in order])
     parts = ["<p>Percent, A2D protocol (one confusion matrix over all frames, background "
-             "included, means over classes with GT pixels). Read from:</p>",
+             "included, means over classes with GT pixels), and in the last three columns, apart "
+             f"from it, the {html.esc(VIDEO_AVERAGED_LABEL)}: "
+             f"{html.esc(VIDEO_AVERAGED_DEFINITION)}. Read from:</p>",
              "<ul>" + "".join(f"<li>{html.esc(n)}: <code>{html.esc(paths[n])}</code></li>"
                               for n in results) + "</ul>",
              html.table(header, rows)]

@@ -2,6 +2,7 @@
 # Generic over the model: results/predictions/{model}/{video}.h5 (stage predict, one file per
 # test video) -> results/eval/{model}.json (all pixels), .non_boundary.json (Dang Table 2) and
 # .per_class.csv (Dang Table 5) and .confusion.npz (raw counts for the report's heat maps).
+# The metrics JSON and per-class CSV are flagged for Snakemake's report (`snakemake --report`).
 
 
 rule evaluate:
@@ -10,9 +11,12 @@ rule evaluate:
         index=f"{RES}/index/frames.csv",
         preds=lambda wc: [f"{RES}/predictions/{wc.model}/{v}.h5" for v in videos("test")],
     output:
-        json=f"{RES}/eval/{{model}}.json",
+        json=report(f"{RES}/eval/{{model}}.json", caption="../report/evaluation.rst",
+                    category="Evaluation", subcategory="metrics", labels={"model": "{model}"}),
         non_boundary=f"{RES}/eval/{{model}}.non_boundary.json",
-        per_class=f"{RES}/eval/{{model}}.per_class.csv",
+        per_class=report(f"{RES}/eval/{{model}}.per_class.csv",
+                         caption="../report/per_class_table.rst", category="Evaluation",
+                         subcategory="per-class accuracy", labels={"model": "{model}"}),
         confusion=f"{RES}/eval/{{model}}.confusion.npz",
     wildcard_constraints:
         model=r"[A-Za-z0-9_-]+",

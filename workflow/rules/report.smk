@@ -2,8 +2,14 @@
 # pipeline.tables, pipeline.report.timing, pipeline.report). Every input is an explicit list of
 # files other rules produce, built by functions from what the config enables.
 # Include after region.smk and masks.smk (uses TABLE1_MODELS, REGION, MASKS, SEG, videos()).
+#
+# Snakemake's own report (`snakemake --report report.zip`, after a run): the outputs flagged
+# report(...) below and in evaluate.smk, with the captions of workflow/report/*.rst (paths
+# relative to this file), grouped by category as in the Snakemake workflow catalog.
 
 import json
+
+report: "../report/workflow.rst"
 
 REPORT = f"{RES}/report"
 TABLES = f"{RES}/tables"
@@ -42,7 +48,8 @@ rule paper_table:
         lambda wc: list(report_table_inputs()[wc.table].values()),
     output:
         md=f"{TABLES}/{{table}}.md",
-        csv=f"{TABLES}/{{table}}.csv",
+        csv=report(f"{TABLES}/{{table}}.csv", caption="../report/paper_table.rst",
+                   category="Paper tables", labels={"table": "{table}"}),
     wildcard_constraints:
         table="dang_table[1235]",
     params:
@@ -82,7 +89,8 @@ rule timing:
         benchmarks=report_benchmarks,
     output:
         md=f"{TABLES}/timing.md",
-        csv=f"{TABLES}/timing.csv",
+        csv=report(f"{TABLES}/timing.csv", caption="../report/timing.rst",
+                   category="Paper tables", labels={"table": "timing"}),
     params:
         stages=" ".join(f"--stage {s}" for s in report_timing_stages()),
         code=code("pipeline.report.timing"),
@@ -154,6 +162,31 @@ def report_inputs(wildcards):
     }
 
 
+def report_figures():
+    """{output name: (figure under REPORT/figures, caption, labels)}: every figure
+    pipeline.report draws from the inputs this rule gives it, flagged for Snakemake's report."""
+    out = {}
+    for s in ("joint", "actor", "action"):
+        out[f"per_class_{s}"] = (f"per_class_{s}.png", "per_class",
+                                 {"figure": "per-class accuracy", "model": "all", "setting": s})
+        for m in report_confusion():
+            out[f"confusion_{m}_{s}"] = (f"confusion_{m}_{s}.png", "confusion",
+                                         {"figure": "confusion", "model": m, "setting": s})
+    out["loss_curves"] = ("loss_curves.png", "loss_curves",
+                          {"figure": "training losses", "model": "all", "setting": "-"})
+    out["timing_figure"] = ("timing.png", "timing",
+                            {"figure": "time per frame", "model": "all", "setting": "-"})
+    out["qualitative"] = ("qualitative.png", "qualitative",
+                          {"figure": "qualitative frames", "model": "all", "setting": "-"})
+    return out
+
+
+def report_figure_outputs():
+    return {name: report(f"{REPORT}/figures/{png}", caption=f"../report/{caption}.rst",
+                         category="Figures", labels=labels)
+            for name, (png, caption, labels) in report_figures().items()}
+
+
 def _pairs(mapping):
     return " ".join(f"{k}={v}" for k, v in mapping.items())
 
@@ -162,7 +195,9 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        html=f"{REPORT}/index.html",
+        html=report(f"{REPORT}/index.html", caption="../report/report_page.rst",
+                    category="Run report", labels={"page": "index.html"}),
+        **report_figure_outputs(),
     params:
         evals=lambda wc: _pairs(report_evals()),
         losses=lambda wc: _pairs(report_losses()),
