@@ -9,10 +9,11 @@ from pipeline.config import stage_config
 from pipeline.region.build import load_checkpoint
 from pipeline.region.config import RegionConfig
 from pipeline.region.data import RegionFrames
-from pipeline.region.engine import NonFiniteLoss, loss_decreased
 from pipeline.region.features import extract_features
 from pipeline.region.train_baseline import side_paths, train_stage1
 from pipeline.region.train_region import parse_sources, train_stage2
+from pipeline.training.curves import loss_decreased
+from pipeline.training.engine import NonFiniteLoss
 from region_support import build_caches
 
 SIZE = [37, 51]  # odd on purpose
