@@ -8,7 +8,7 @@ node), plus ``MASTER_ADDR`` / ``MASTER_PORT`` for the rendezvous. Started as a p
 ``python -m`` there are no such variables: the world is one process and every helper here is a
 no-op (no process group; rank 0 of 1), so a stage runs exactly as it does without this module.
 
-How a training stage uses it (the loop itself is :class:`pipeline.region.engine.Trainer`):
+How a training stage uses it (the loop itself is :class:`pipeline.training.engine.Trainer`):
 
 - its ``main`` runs inside :func:`session`, which joins the process group (NCCL when the
   stage's device is CUDA, gloo on the CPU) and gives the process its device, ``cuda:LOCAL_RANK``;

@@ -20,7 +20,10 @@ from torch.utils.data import Dataset
 
 from conftest import ROOT
 from pipeline import distributed
-from pipeline.region.engine import NonFiniteLoss, RunSpec, Trainer, batch_indices
+from pipeline.region.data import collate, describe_batch
+from pipeline.training.curves import curve_writer
+from pipeline.training.engine import NonFiniteLoss, RunSpec, Trainer
+from pipeline.training.schedule import batch_indices
 
 N_ITEMS, SEED = 11, 5
 TIMEOUT_S = 90  # a hung collective fails the test instead of blocking the suite
@@ -52,15 +55,18 @@ class Killed(Exception):
 
 
 def train_toy(out: str, batch_size: int, iterations: int, dropout: float = 0.0,
-              kill_at: int | None = None, nan_item: int | None = None) -> dict:
+              kill_at: int | None = None, nan_item: int | None = None,
+              accumulate: int = 1) -> dict:
     """Train the toy model (no BatchNorm) with the engine; its final weights and history."""
     torch.manual_seed(SEED)
     model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     spec = RunSpec(iterations=iterations, batch_size=batch_size, checkpoint_every=2,
-                   lr_policy="poly", seed=SEED, device=torch.device("cpu"), amp=False)
+                   lr_policy="poly", seed=SEED, device=torch.device("cpu"), amp=False,
+                   accumulate=accumulate)
     trainer = Trainer(model, mse, Toy(nan_item), optimizer, spec, state_path=Path(out) / "state.pt",
-                      config_sha256="toy", curves=(Path(out) / "loss.csv", Path(out) / "loss.png"))
+                      config_sha256="toy", collate=collate, describe=describe_batch,
+                      curves=curve_writer(Path(out) / "loss.csv", Path(out) / "loss.png"))
 
     def on_step(step: int, terms: dict) -> None:
         if step == kill_at:

@@ -24,7 +24,7 @@ from pipeline.e2e.train import multitask_loss_fn, side_paths, train_e2e
 from pipeline.evaluate import main as evaluate_main
 from pipeline.index import read_index
 from pipeline.region.data import collate, frame_records
-from pipeline.region.engine import NonFiniteLoss
+from pipeline.training.engine import NonFiniteLoss
 
 
 @pytest.fixture(scope="module")

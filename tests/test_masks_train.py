@@ -21,6 +21,7 @@ from pipeline.masks.cache import read_masks_cache
 from pipeline.masks.config import SegmenterConfig
 from pipeline.masks.dataset import frame_refs, step_batches
 from pipeline.masks.weights import load_file
+from pipeline.training.engine import Trainer
 
 VIDEOS = {"-tr0": "train", "tr1": "train", "te0": "test"}
 TINY = {"device": "cpu", "min_size": 40, "max_size": 64, "anchor_sizes": [8, 16, 32, 64, 128],
@@ -83,19 +84,19 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(data, tmp_path, m
     cfg = tiny_cfg(iterations=4)
     train_into(data, tmp_path / "whole", cfg)
 
-    real_step = train.train_step
+    real_step = Trainer.train_step
 
-    def dies_at_step_3(model, optimizer, images, targets, step, refs, *args):
-        if step == 3:
+    def dies_at_step_3(self, micro_batches):
+        if self.step == 3:
             raise KeyboardInterrupt("killed")
-        return real_step(model, optimizer, images, targets, step, refs, *args)
+        return real_step(self, micro_batches)
 
-    monkeypatch.setattr(train, "train_step", dies_at_step_3)
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train_into(data, tmp_path / "resumed", cfg)
     assert not (tmp_path / "resumed" / "model.pt").exists()
     assert load_file(tmp_path / "resumed" / "checkpoints" / "last.pt")["step"] == 2
-    monkeypatch.setattr(train, "train_step", real_step)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
     caplog.set_level("INFO")
     train_into(data, tmp_path / "resumed", cfg)
     assert "at step 2" in caplog.text
@@ -164,7 +165,8 @@ def test_nan_loss_stops_naming_step_and_batch(data, tmp_path, monkeypatch, caplo
                                          "anchor_sizes": TINY["anchor_sizes"],
                                          "lr_decay_at": [0.7, 0.9]})]
     assert train.main(argv) == 1
-    assert "non-finite loss at step 1 (batch: video" in caplog.text
+    assert "non-finite loss at step 1 (terms" in caplog.text  # the engine's message
+    assert "on batch [video" in caplog.text and "lower segmenter.lr" in caplog.text
     assert "loss_mask': nan" in caplog.text
     assert not (tmp_path / "model.pt").exists()
 

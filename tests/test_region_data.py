@@ -14,12 +14,12 @@ from pipeline.a2d.classes import decode
 from pipeline.errors import DataError
 from pipeline.index import read_index
 from pipeline.region.data import RegionFrames, collate, frame_records
-from pipeline.region.engine import batch_indices, lr_factor
 from pipeline.region.feature_cache import (
     bytes_per_frame,
     read_feature_cache,
     write_feature_cache,
 )
+from pipeline.training.schedule import batch_indices, lr_factor
 from region_support import build_caches
 
 SIZE = (37, 51)  # odd on purpose: nothing may assume multiples of the stride

@@ -79,6 +79,9 @@ class E2EConfig:
     amp: bool
     seed: int
     num_workers: int
+    # micro-batches per step and process (gradient accumulation; batch_size stays the global
+    # batch). Defaulted: configs of checkpoints written before the key existed still load.
+    accumulate: int = 1
 
 
 def model_kwargs(cfg: E2EConfig, variant: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from pipeline.h5cache import create_cache, open_cache
 from pipeline.index import read_index
 from pipeline.provenance import file_sha256
 from pipeline.region.data import collate, frame_records
-from pipeline.region.engine import autocast, autocast_dtype
+from pipeline.training.precision import autocast, autocast_dtype
 
 log = logging.getLogger("pipeline.e2e.predict")
 STAGE = "predict"

@@ -3,7 +3,7 @@
 Every annotated frame of the train split is one training item: a clip of ``num_frames`` RGB
 frames and flows (:class:`pipeline.e2e.data.ClipFrames`) with the centre frame's GT instances.
 The loss is eq. (1) (:class:`pipeline.e2e.loss.MultitaskLoss`, weights ``loss_weights``),
-optimised with SGD. The loop is the shared resumable engine :class:`pipeline.region.engine.Trainer`
+optimised with SGD. The loop is the shared resumable engine :class:`pipeline.training.engine.Trainer`
 (data order a pure function of seed and step, resume state every ``checkpoint_every`` steps,
 NaN guard naming step and frames, AMP on CUDA, loss curves).
 
@@ -52,8 +52,10 @@ from pipeline.e2e.model import ActorActionRCNN
 from pipeline.errors import DataError
 from pipeline.index import read_index
 from pipeline.provenance import config_hash
-from pipeline.region.data import frame_records
-from pipeline.region.engine import RunSpec, Trainer, write_curves
+from pipeline.region.data import collate, describe_batch, frame_records
+from pipeline.training import determinism
+from pipeline.training.curves import write_curves
+from pipeline.training.engine import RunSpec, Trainer
 
 log = logging.getLogger("pipeline.e2e.train")
 
@@ -98,17 +100,18 @@ def freeze_branch_mode(model: ActorActionRCNN, frozen: str | None):
 
 
 def _trainer(model, cfg: E2EConfig, dataset, *, crit: MultitaskLoss, state_path: Path,
-             config_sha256: str, frozen: str | None, title: str) -> Trainer:
+             config_sha256: str, frozen: str | None) -> Trainer:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     device = next(model.parameters()).device
     spec = RunSpec(iterations=cfg.iterations, batch_size=cfg.batch_size,
                    checkpoint_every=cfg.checkpoint_every, lr_policy=cfg.lr_policy, seed=cfg.seed,
-                   device=device, amp=cfg.amp, num_workers=cfg.num_workers)
+                   device=device, amp=cfg.amp, num_workers=cfg.num_workers,
+                   accumulate=cfg.accumulate)
     return Trainer(model, multitask_loss_fn(crit), dataset, optimizer, spec,
-                   state_path=state_path, config_sha256=config_sha256,
-                   train_mode=freeze_branch_mode(model, frozen), curves=None, title=title)
+                   state_path=state_path, config_sha256=config_sha256, collate=collate,
+                   describe=describe_batch, train_mode=freeze_branch_mode(model, frozen))
 
 
 def _run_joint_off(model: ActorActionRCNN, cfg: E2EConfig, dataset, paths: dict[str, Path],
@@ -139,8 +142,7 @@ def _run_joint_off(model: ActorActionRCNN, cfg: E2EConfig, dataset, paths: dict[
             MultitaskLoss(**weights)
         state_path = paths["actor_resume"] if phase == 1 else paths["resume"]
         trainer = _trainer(model, cfg, dataset, crit=crit, state_path=state_path,
-                           config_sha256=f"{run_sha}-phase{phase}", frozen=frozen,
-                           title=f"e2e joint_off, phase {phase} ({train} branch)")
+                           config_sha256=f"{run_sha}-phase{phase}", frozen=frozen)
         offset = (phase - 1) * cfg.iterations
         h = trainer.fit(None if on_step is None else lambda s, t: on_step(s + offset, t))
         h["step"] = [s + offset for s in h["step"]]
@@ -188,7 +190,7 @@ def train_e2e(cfg: E2EConfig, *, release: str | Path, index: str | Path, frames_
         schedule = "actor_then_action"
     else:
         trainer = _trainer(model, cfg, dataset, crit=criterion(cfg), state_path=paths["resume"],
-                           config_sha256=run_sha, frozen=None, title=f"e2e {variant}{zs}")
+                           config_sha256=run_sha, frozen=None)
         history = trainer.fit(on_step)
         steps, schedule = trainer.step, "joint"
     if not distributed.is_main():  # one writer under torchrun
@@ -227,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     parser.add_argument("--loss-csv", type=Path, help="loss curve CSV (default: beside --out)")
     parser.add_argument("--loss-png", type=Path, help="loss curve plot (default: beside --out)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads of the job (the rule passes its threads:)")
     add_config_args(parser, "e2e_model")
     args = parser.parse_args(argv)
     setup_logging()
+    determinism.configure(args.threads)
     cfg = config_from_args(args, E2EConfig, "e2e_model")
     with distributed.session(resolve_device(cfg.device)):
         return run_stage(log, train_e2e, cfg, release=args.release, index=args.index,

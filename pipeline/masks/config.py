@@ -50,6 +50,9 @@ class SegmenterConfig:
     num_workers: int                  # DataLoader worker processes
     checkpoint: str | None            # weights file of masks.source = checkpoint
     checkpoint_class_map: dict[str, int] | None  # its detector class -> A2D actor; null = auto
+    # micro-batches per step and process (gradient accumulation; batch_size stays the global
+    # batch). Defaulted: configs of checkpoints written before the key existed still load.
+    accumulate: int = 1
 
     def arch(self) -> dict[str, Any]:
         """The ``build_segmenter`` arguments of the network this section trains."""

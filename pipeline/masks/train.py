@@ -2,9 +2,11 @@
 
 Dang et al. (2018, 3.1) fine-tune their instance segmenter on A2D itself rather than use a COCO
 model, because a generic model proposes irrelevant background objects (their Table 3). This
-stage does that with Mask R-CNN (:mod:`pipeline.masks.segmenter`): train-split frames only, an
-explicit SGD loop with linear warm-up and step decay, a resumable checkpoint every
-``segmenter.checkpoint_every`` steps, then mask AP and mean best IoU on the test split.
+stage does that with Mask R-CNN (:mod:`pipeline.masks.segmenter`): train-split frames only, the
+shared training loop (:class:`pipeline.training.engine.Trainer`) with SGD, linear warm-up and
+step decay, a resume state every ``segmenter.checkpoint_every`` steps and
+``segmenter.accumulate`` micro-batches per step, then mask AP and mean best IoU on the test
+split.
 
     python -m pipeline.masks.train --index results/index/frames.csv --release DIR \\
         --frames-dir results/frames --out results/segmenter/model.pt [--config config.yaml]
@@ -13,8 +15,8 @@ Writes ``model.pt`` (:func:`pipeline.masks.weights.save_model`), ``metrics.json`
 ``losses.csv`` beside it (paths configurable), and keeps ``checkpoints/last.pt`` there: a run
 that is killed continues from it when started again with the same config and data.
 
-Under ``torchrun --nproc_per_node N`` it trains on N GPUs (:mod:`pipeline.distributed`, the same
-rules as the shared engine :class:`pipeline.region.engine.Trainer`): ``segmenter.batch_size`` is
+Under ``torchrun --nproc_per_node N`` it trains on N GPUs (:mod:`pipeline.distributed`, through
+the engine, as every training stage): ``segmenter.batch_size`` is
 the global batch, each rank trains on its share of it in ``DistributedDataParallel``, the
 logged losses are averaged over the ranks, a NaN on any rank stops them all, and rank 0 alone
 writes the checkpoints, the model, the losses and evaluates on the test split. Mask R-CNN samples
@@ -28,9 +30,7 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from pipeline import distributed
-from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.atomic import write_text_atomic
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.index import read_index
@@ -47,8 +47,11 @@ from pipeline.masks.config import SegmenterConfig
 from pipeline.masks.dataset import FrameRef, InstanceFrames, collate, frame_refs, step_batches
 from pipeline.masks.inference import outputs_to_regions, resolve_device, set_postprocessing
 from pipeline.masks.segmenter import build_segmenter
-from pipeline.masks.weights import load_file, load_state, resolve_weights, save_model
+from pipeline.masks.weights import load_state, resolve_weights, save_model
 from pipeline.provenance import config_json, file_sha256
+from pipeline.training import determinism
+from pipeline.training.engine import NonFiniteLoss, RunSpec, Trainer
+from pipeline.training.schedule import lr_factor
 
 log = logging.getLogger("pipeline.masks.train")
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
@@ -61,12 +64,10 @@ EVAL_DETECTIONS = 100
 
 
 def lr_at(step: int, cfg: SegmenterConfig) -> float:
-    """Learning rate of 0-based ``step``: linear warm-up from lr/1000, then step decay."""
-    lr = cfg.lr * cfg.lr_decay_factor ** sum(step >= f * cfg.iterations for f in cfg.lr_decay_at)
-    if step < cfg.warmup_iterations:
-        alpha = step / cfg.warmup_iterations
-        lr *= 1e-3 * (1 - alpha) + alpha
-    return lr
+    """Learning rate of 0-based ``step``: linear warm-up from lr/1000, then step decay (the
+    engine's ``step`` policy, as the training loop applies it)."""
+    return cfg.lr * lr_factor("multistep", step, cfg.iterations, decay_at=cfg.lr_decay_at,
+                              decay_factor=cfg.lr_decay_factor, warmup=cfg.warmup_iterations)
 
 
 def build_training_model(cfg: SegmenterConfig) -> tuple[nn.Module, str]:
@@ -87,81 +88,34 @@ def build_training_model(cfg: SegmenterConfig) -> tuple[nn.Module, str]:
     return model, "random (no pretrained weights)"
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
-               targets: list[dict[str, torch.Tensor]], step: int, refs: list[FrameRef],
-               loss_scale: float = 1.0) -> dict[str, float]:
-    """One SGD step on a batch (this rank's share of it under torchrun, ``model`` in DDP, its
-    loss scaled by ``loss_scale``: :func:`pipeline.distributed.loss_scale`). Returns the loss
-    terms and their sum as floats (averaged over the ranks).
-
-    Raises:
-        FloatingPointError: the loss is NaN or infinite (on any rank); the message names the
-            step and the frames of the batch, and no update is applied.
-    """
-    model.train()
-    losses = model(images, targets)
-    total = sum(losses.values())
-    values = {k: float(v.detach()) for k, v in losses.items()}
-    finite = math.isfinite(float(total.detach()))
-    bad = distributed.ranks_where(not finite)  # every rank stops if one sees a NaN
-    if bad and not finite:
-        frames = ", ".join(str(r) for r in refs)
-        raise FloatingPointError(f"non-finite loss at step {step} (batch: {frames}): {values}; "
-                                 "lower segmenter.lr or check these frames")
-    if bad:
-        raise FloatingPointError(f"non-finite loss at step {step} on rank(s) {bad}")
-    optimizer.zero_grad(set_to_none=True)
-    (total * loss_scale).backward()
-    optimizer.step()
-    return distributed.all_reduce_mean({"loss": float(total.detach()), **values},
-                                       weight=len(images))
-
-
 def _fingerprint(cfg: SegmenterConfig, refs: list[FrameRef]) -> str:
-    """What a checkpoint must match to be resumed: the config and the training frames."""
+    """What a resume state must match to be resumed: the config and the training frames."""
     frames = [(r.video, r.frame) for r in refs]
     return hashlib.sha256((config_json(cfg) + json.dumps(frames)).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    history: list[list[float]], fingerprint: str, seconds: float) -> None:
-    """Everything needed to continue exactly: weights, momentum buffers, RNG, loss history.
-    Under torchrun every rank calls it (each rank's RNG states are gathered); rank 0 writes."""
-    rngs = distributed.gather_objects(
-        (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available()
-         else None))
-    if not distributed.is_main():
-        return
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "history": torch.tensor(history, dtype=torch.float64).reshape(-1, len(HISTORY_COLUMNS)),
-             "fingerprint": fingerprint, "rng": rngs[0][0], "seconds": seconds,
-             "rng_ranks": [r for r, _ in rngs]}
-    if rngs[0][1] is not None:
-        state["cuda_rng"], state["cuda_rng_ranks"] = rngs[0][1], [c for _, c in rngs]
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def segmenter_loss(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Engine loss function: Mask R-CNN's loss terms and their sum under ``"loss"``."""
+    device = batch["images"][0].device
+    targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+    losses = model(batch["images"], targets)
+    zero = torch.zeros((), device=device)
+    return {"loss": sum(losses.values()), **{k: losses.get(k, zero) for k in LOSS_TERMS}}
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-            fingerprint: str) -> tuple[int, list[list[float]], float]:
-    """Load ``path`` into model and optimizer if it belongs to this run; return (step, history,
-    seconds), or (0, [], 0) for a fresh start."""
-    if not path.is_file():
-        return 0, [], 0.0
-    ckpt = load_file(path)
-    if ckpt.get("fingerprint") != fingerprint:
-        log.warning("%s belongs to another config or training set: starting over", path)
-        return 0, [], 0.0
-    load_state(model, ckpt["model"], path)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    # each rank its own RNG states when the world size is the one that wrote them
-    rank = distributed.rank() if len(ckpt.get("rng_ranks", [])) == distributed.world_size() else 0
-    torch.set_rng_state(ckpt["rng_ranks"][rank] if "rng_ranks" in ckpt else ckpt["rng"])
-    if "cuda_rng" in ckpt and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["cuda_rng_ranks"][rank] if "cuda_rng_ranks" in ckpt
-                                     else ckpt["cuda_rng"])
-    log.info("resuming from %s at step %d", path, ckpt["step"])
-    return int(ckpt["step"]), ckpt["history"].tolist(), float(ckpt["seconds"])
+def _collate(items: list) -> dict[str, Any]:
+    images, targets, refs = collate(items)
+    return {"images": images, "targets": targets, "refs": refs}
+
+
+def _describe(batch: dict[str, Any]) -> str:
+    return ", ".join(str(r) for r in batch["refs"])
+
+
+def history_rows(history: dict[str, list[float]]) -> list[list[float]]:
+    """The engine's loss history as rows of :data:`HISTORY_COLUMNS`."""
+    columns = [history.get(k, []) for k in ("step", "lr0", "loss", *LOSS_TERMS)]
+    return [list(row) for row in zip(*columns)]
 
 
 def write_losses(path: str | Path, history: list[list[float]]) -> None:
@@ -215,55 +169,43 @@ def train_segmenter(cfg: SegmenterConfig, *, index: Path, release: Path, frames_
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
-    fingerprint = _fingerprint(cfg, train_refs)
-    last = checkpoint_dir / "last.pt"
-    step, history, seconds = _resume(last, model, optimizer, fingerprint)
-    if step == 0 and distributed.rank() > 0:  # distinct RoI sampling per rank; rank 0 as alone
-        torch.manual_seed(cfg.seed + distributed.rank())
-    net = distributed.wrap(model, device)  # DDP under torchrun (parameters already frozen)
-    stop = cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)
-    log.info("segmenter ResNet-%d FPN (%s), init: %s; %d train / %d test frames; device %s; "
-             "steps %d..%d of %d", cfg.depth, cfg.norm, init, len(train_refs), len(test_refs),
-             device, step, stop, cfg.iterations)
+    spec = RunSpec(iterations=cfg.iterations, batch_size=cfg.batch_size,
+                   checkpoint_every=cfg.checkpoint_every, lr_policy="multistep", seed=cfg.seed,
+                   device=device, amp=False, num_workers=cfg.num_workers,
+                   accumulate=cfg.accumulate, warmup_iterations=cfg.warmup_iterations,
+                   lr_decay_at=tuple(cfg.lr_decay_at), lr_decay_factor=cfg.lr_decay_factor,
+                   log_every=cfg.log_every)
     data = InstanceFrames(train_refs)
-    batches = [distributed.shard(b) for b in
-               step_batches(len(data), cfg.batch_size, cfg.seed, step, stop, cfg.hflip)]
-    # Its own generator: a DataLoader seeds its workers from the global RNG otherwise, which
-    # would shift the RoI sampling of a resumed run away from the uninterrupted one.
-    loader = torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=collate,
-                                         num_workers=cfg.num_workers,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    tic = time.perf_counter()
-    for images, targets, refs in loader:
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        values = train_step(net, optimizer, [im.to(device) for im in images],
-                            [{k: v.to(device) for k, v in t.items()} for t in targets], step, refs,
-                            distributed.loss_scale(cfg.batch_size))
-        step += 1
-        history.append([step, lr_at(step - 1, cfg), values["loss"]]
-                       + [values.get(k, 0.0) for k in LOSS_TERMS])
-        if (step % cfg.log_every == 0 or step == stop) and distributed.is_main():
-            log.info("step %d/%d lr %.2e loss %.4f (%s)", step, cfg.iterations,
-                     lr_at(step - 1, cfg), values["loss"],
-                     " ".join(f"{k[5:]} {values.get(k, 0.0):.3f}" for k in LOSS_TERMS))
-        if step % cfg.checkpoint_every == 0 or step == stop:
-            elapsed = seconds + time.perf_counter() - tic
-            save_checkpoint(last, model, optimizer, step, history, fingerprint, elapsed)
-            if distributed.is_main():
-                write_losses(checkpoint_dir / "losses.csv", history)  # progress while training
-    seconds += time.perf_counter() - tic
+    progress = checkpoint_dir / "losses.csv"  # while training, beside the resume state
+    trainer = Trainer(model, segmenter_loss, data, optimizer, spec,
+                      state_path=checkpoint_dir / "last.pt",
+                      config_sha256=_fingerprint(cfg, train_refs), collate=_collate,
+                      describe=_describe,
+                      batches=lambda start, stop: step_batches(len(data), cfg.batch_size,
+                                                               cfg.seed, start, stop, cfg.hflip),
+                      curves=lambda history: write_losses(progress, history_rows(history)))
+    log.info("segmenter ResNet-%d FPN (%s), init: %s; %d train / %d test frames; device %s; "
+             "%d steps x %d images (%d micro-batches)", cfg.depth, cfg.norm, init,
+             len(train_refs), len(test_refs), device, cfg.iterations, cfg.batch_size,
+             cfg.accumulate)
+    try:
+        history = trainer.fit(stop=stop_after)
+    except NonFiniteLoss as exc:
+        raise NonFiniteLoss(f"{exc}; lower segmenter.lr or check these frames") from None
+    if trainer.step == cfg.iterations:
+        trainer.save_state()  # kept: a rerun re-evaluates without training again
+    seconds = trainer.seconds
     if not distributed.is_main():  # one writer under torchrun
         return None
-    if step < cfg.iterations:
-        log.info("stopped after step %d of %d; run again to continue from %s", step,
-                 cfg.iterations, last)
+    if trainer.step < cfg.iterations:
+        log.info("stopped after step %d of %d; run again to continue from %s", trainer.step,
+                 cfg.iterations, trainer.state_path)
         return None
     save_model(out, model, cfg.arch(), {"iterations": cfg.iterations, "config_json":
                                         config_json(cfg), "init": init,
                                         "train_frames": len(train_refs),
                                         "train_seconds": round(seconds, 1)})
-    write_losses(losses_path, history)
+    write_losses(losses_path, history_rows(history))
     log.info("trained in %.1f s; wrote %s", seconds, out)
     if test_refs:
         metrics = evaluate(model, test_refs, device, cfg.batch_size)
@@ -305,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, "segmenter")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:  # the job's threads, shared by torchrun's processes
-        torch.set_num_threads(max(1, args.threads // distributed.launch_env().world_size))
+    determinism.configure(args.threads)  # the job's threads, shared by torchrun's processes
     cfg = config_from_args(args, SegmenterConfig, "segmenter")
     folder = args.out.parent
     try:

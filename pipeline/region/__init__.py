@@ -1,4 +1,4 @@
-"""Dang et al. 2018 region-mask method: data, training engine and the stages that use them.
+"""Dang et al. 2018 region-mask method: data and the stages that train and apply it.
 
 Stages (each ``python -m pipeline.region.<stage>``):
 
@@ -7,5 +7,6 @@ Stages (each ``python -m pipeline.region.<stage>``):
 - ``train_region``: stage 2, the region back-end on cached features and region masks;
 - ``predict``: label maps of the test videos, baseline or region model.
 
-All four read the ``region_model`` config section (:class:`pipeline.region.config.RegionConfig`).
+All four read the ``region_model`` config section (:class:`pipeline.region.config.RegionConfig`);
+the two training stages run the shared loop of :mod:`pipeline.training`.
 """

@@ -49,6 +49,9 @@ class Stage1Config:
     lr_policy: str  # "poly" | "constant"
     freeze_bn: bool
     checkpoint_every: int
+    # micro-batches per step and process (gradient accumulation; batch_size stays the global
+    # batch). Defaulted: configs of checkpoints written before the key existed still load.
+    accumulate: int = 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Stage2Config:
     checkpoint_every: int
     train_sources: tuple[str, ...]  # region masks the back-end is trained with, e.g. (gt, model)
     min_mask_score: float  # generated regions below this detection score are dropped
+    accumulate: int = 1  # as Stage1Config.accumulate
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pipeline.provenance import file_sha256
 from pipeline.region.build import build_stage1_model, load_checkpoint
 from pipeline.region.config import STREAMS, RegionConfig, resolve_device
 from pipeline.region.data import RegionFrames, frame_records
-from pipeline.region.engine import autocast, autocast_dtype
+from pipeline.training.precision import autocast, autocast_dtype
 from pipeline.region.feature_cache import write_feature_cache
 
 log = logging.getLogger("pipeline.region.features")

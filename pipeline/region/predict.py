@@ -45,7 +45,7 @@ from pipeline.region.build import (
 )
 from pipeline.region.config import RegionConfig, resolve_device
 from pipeline.region.data import RegionFrames, collate, frame_records
-from pipeline.region.engine import autocast, autocast_dtype, to_device
+from pipeline.training.precision import autocast, autocast_dtype, to_device
 from pipeline.region.feature_cache import read_feature_cache
 
 log = logging.getLogger("pipeline.region.predict")

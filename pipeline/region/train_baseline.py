@@ -41,8 +41,10 @@ from pipeline.region.build import (
     stage1_param_groups,
 )
 from pipeline.region.config import STREAMS, RegionConfig, check_streams, resolve_device
-from pipeline.region.data import RegionFrames, frame_records
-from pipeline.region.engine import RunSpec, Trainer
+from pipeline.region.data import RegionFrames, collate, describe_batch, frame_records
+from pipeline.training import determinism
+from pipeline.training.curves import curve_writer
+from pipeline.training.engine import RunSpec, Trainer
 
 log = logging.getLogger("pipeline.region.train_baseline")
 STAGE = "stage1"
@@ -79,17 +81,20 @@ def train_stage1(cfg: RegionConfig, *, release: str | Path, index: str | Path,
                                 weight_decay=s1.weight_decay)
     spec = RunSpec(iterations=s1.iterations, batch_size=s1.batch_size,
                    checkpoint_every=s1.checkpoint_every, lr_policy=s1.lr_policy, seed=cfg.seed,
-                   device=device, amp=cfg.amp, num_workers=cfg.num_workers)
+                   device=device, amp=cfg.amp, num_workers=cfg.num_workers,
+                   accumulate=s1.accumulate)
     paths = side_paths(out)
     trainer = Trainer(model, stage1_loss(SegmentationLoss()), dataset, optimizer, spec,
                       state_path=paths["resume"],
                       config_sha256=config_hash({"cfg": cfg, "streams": streams,
                                                  "n": len(records)}),
+                      collate=collate, describe=describe_batch,
                       train_mode=lambda m: set_stage1_train_mode(m, s1.freeze_bn),
-                      curves=(paths["csv"], paths["png"]),
-                      title=f"stage 1 (baseline, {streams})")
-    log.info("stage 1 (%s): %d train frames of %d videos, %d steps x %d on %s", streams,
-             len(records), len({r.video for r in records}), s1.iterations, s1.batch_size, device)
+                      curves=curve_writer(paths["csv"], paths["png"],
+                                          f"stage 1 (baseline, {streams})"))
+    log.info("stage 1 (%s): %d train frames of %d videos, %d steps x %d (%d micro-batches) on "
+             "%s", streams, len(records), len({r.video for r in records}), s1.iterations,
+             s1.batch_size, s1.accumulate, device)
     history = trainer.fit(on_step)
     if distributed.is_main():
         save_checkpoint(out, model.cpu(), cfg, stage=STAGE, streams=streams, steps=trainer.step,
@@ -108,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (rgbflow only)")
     parser.add_argument("--streams", choices=STREAMS, required=True)
     parser.add_argument("--out", type=Path, required=True, help="stage-1 checkpoint to write")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads of the job (the rule passes its threads:)")
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
     setup_logging()
+    determinism.configure(args.threads)
     cfg = config_from_args(args, RegionConfig, "region_model")
     with distributed.session(resolve_device(cfg.device)):
         return run_stage(log, train_stage1, cfg, release=args.release, index=args.index,

@@ -34,10 +34,12 @@ from pipeline.models.losses import SegmentationLoss
 from pipeline.provenance import config_hash
 from pipeline.region.build import build_stage2_model, save_checkpoint, stage2_loss
 from pipeline.region.config import MASK_SOURCES, RegionConfig, resolve_device
-from pipeline.region.data import RegionFrames, frame_records
-from pipeline.region.engine import RunSpec, Trainer
+from pipeline.region.data import RegionFrames, collate, describe_batch, frame_records
 from pipeline.region.feature_cache import read_feature_cache
 from pipeline.region.train_baseline import side_paths
+from pipeline.training import determinism
+from pipeline.training.curves import curve_writer
+from pipeline.training.engine import RunSpec, Trainer
 
 log = logging.getLogger("pipeline.region.train_region")
 STAGE = "stage2"
@@ -81,7 +83,8 @@ def train_stage2(cfg: RegionConfig, *, release: str | Path, index: str | Path,
                                 weight_decay=s2.weight_decay)
     spec = RunSpec(iterations=s2.iterations, batch_size=s2.batch_size,
                    checkpoint_every=s2.checkpoint_every, lr_policy=s2.lr_policy, seed=cfg.seed,
-                   device=device, amp=cfg.amp, num_workers=cfg.num_workers)
+                   device=device, amp=cfg.amp, num_workers=cfg.num_workers,
+                   accumulate=s2.accumulate)
     paths = side_paths(out)
     loss_fn = stage2_loss(SegmentationLoss(), tuple(cfg.input_size), first.stride,
                           cfg.region_head.output_stride)
@@ -89,8 +92,10 @@ def train_stage2(cfg: RegionConfig, *, release: str | Path, index: str | Path,
                       config_sha256=config_hash({"cfg": cfg, "sources": sources,
                                                  "stage1": sorted(stage1_sha),
                                                  "n": len(records)}),
-                      curves=(paths["csv"], paths["png"]),
-                      title=f"stage 2 (region, {first.streams}, masks {'+'.join(sources)})")
+                      collate=collate, describe=describe_batch,
+                      curves=curve_writer(paths["csv"], paths["png"],
+                                          f"stage 2 (region, {first.streams}, masks "
+                                          f"{'+'.join(sources)})"))
     log.info("stage 2 (%s, masks %s): %d train frames, %d steps x %d on %s", first.streams,
              "+".join(sources), len(records), s2.iterations, s2.batch_size, device)
     history = trainer.fit(on_step)
@@ -116,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-sources", type=parse_sources,
                         help="'+'-joined mask sources, e.g. gt+model (default: config)")
     parser.add_argument("--out", type=Path, required=True, help="stage-2 checkpoint to write")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads of the job (the rule passes its threads:)")
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
     setup_logging()
+    determinism.configure(args.threads)
     cfg = config_from_args(args, RegionConfig, "region_model")
     with distributed.session(resolve_device(cfg.device)):
         return run_stage(log, train_stage2, cfg, release=args.release, index=args.index,
