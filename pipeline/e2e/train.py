@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline import distributed
+from pipeline import checkpoint, distributed
 from pipeline.a2d.classes import ACTORS
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage, setup_logging
@@ -129,7 +129,7 @@ def _run_joint_off(model: ActorActionRCNN, cfg: E2EConfig, dataset, paths: dict[
         torch.manual_seed(cfg.seed * 1_000 + phase)
         done = paths["actor_phase"]
         if phase == 1 and done.is_file():
-            state = torch.load(done, map_location="cpu", weights_only=True)
+            state = checkpoint.read(done, "actor-phase state")
             if state.get("config_sha256") == run_sha:
                 model.load_state_dict(state["model"])
                 history = {k: list(v) for k, v in state["history"].items()}

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline import distributed
+from pipeline import checkpoint, distributed
 from pipeline.atomic import atomic_path
 from pipeline.training.curves import History, HistoryWriter
 from pipeline.training.precision import autocast, autocast_dtype, to_device
@@ -194,7 +194,7 @@ class Trainer:
         """Restore a resume state of this run if there is one; True if restored."""
         if not self.state_path.is_file():
             return False
-        state = torch.load(self.state_path, map_location=self.spec.device, weights_only=True)
+        state = checkpoint.read(self.state_path, "resume state")
         if state.get("config_sha256") != self.config_sha256:
             log.warning("%s: resume state of another config or training set (%s): starting "
                         "over from step 0", self.state_path, state.get("config_sha256"))
