@@ -12,7 +12,7 @@ numbers): the per-frame, video-averaged IoU that MED-VT (CVPR 2023) and later wo
 joint, so such numbers can be put beside ours. It is not the A2D protocol.
 
     python -m pipeline.evaluate --release DIR [--index results/index/frames.csv] \\
-        (--pred-png DIR | --pred-h5 DIR) --out FILE.json [--split test] \\
+        (--pred-png DIR | --pred-h5 DIR | --all-background) --out FILE.json [--split test] \\
         [--non-boundary-out FILE.json] [--per-class-out FILE.csv] [--missing-as-background]
 
 Predictions, at the GT's size (upsample before writing them):
@@ -20,7 +20,9 @@ Predictions, at the GT's size (upsample before writing them):
 - ``--pred-png DIR``: ``DIR/<vid>/<fff>.png`` colour PNGs in the ``Annotations/col`` layout and
   palette (what any A2D method can produce);
 - ``--pred-h5 DIR``: ``DIR/<vid>.h5`` caches of stage ``predict`` (``labels`` (A, H, W) uint8,
-  ``frame_ids`` (A,) int32; ``docs/architecture.md``).
+  ``frame_ids`` (A,) int32; ``docs/architecture.md``);
+- ``--all-background``: label 0 everywhere, the reference value of the split: a model whose
+  number equals it learned nothing (rule ``evaluate_background`` -> ``all_background.json``).
 
 A prediction of the wrong size, with a colour/id outside the 64-entry palette, or missing for a
 GT frame is an error naming the file (``--missing-as-background`` scores a missing frame as all
@@ -130,6 +132,29 @@ class PngVideo:
         if not path.is_file():
             raise MissingPrediction(path, "missing prediction PNG for an annotated GT frame")
         return read_col_png(path, size=size)
+
+
+class BackgroundPredictions:
+    """The all-background prediction (label 0 everywhere): the reference value of a split.
+
+    A model whose number equals this one learned nothing, however the table looks."""
+
+    kind = "all-background"
+
+    def __init__(self) -> None:
+        self.provenance: list[dict] = [{"source": "all-background reference (label 0 everywhere)"}]
+
+    @contextlib.contextmanager
+    def video(self, vid: str) -> Iterator[BackgroundVideo]:
+        yield BackgroundVideo()
+
+
+class BackgroundVideo:
+    def path(self, frame: int) -> Path:
+        return Path("<all-background>")
+
+    def frame(self, frame: int, size: tuple[int, int]) -> np.ndarray:
+        return np.zeros(size, dtype=np.uint8)
 
 
 class H5Predictions:
@@ -280,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred-png", type=Path, help="folder of <vid>/<fff>.png colour PNGs")
     src.add_argument("--pred-h5", type=Path, help="folder of <vid>.h5 prediction caches")
+    src.add_argument("--all-background", action="store_true",
+                     help="score the all-background prediction (the split's reference value)")
     parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--split", choices=("test", "train"), help="split to score (config: test)")
     parser.add_argument("--non-boundary-out", type=Path,
@@ -304,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         frames = eval_frames(release, args.index, cfg.split)
         if not frames:
             raise DataError(args.index or release.videoset, f"no annotated {cfg.split} frames")
-        preds = PngPredictions(args.pred_png) if args.pred_png else H5Predictions(args.pred_h5)
+        preds = (BackgroundPredictions() if args.all_background
+                 else PngPredictions(args.pred_png) if args.pred_png
+                 else H5Predictions(args.pred_h5))
         va = VideoAveragedIoU()
         cm, cm_nb, missing = evaluate(release, frames, preds, cfg,
                                       non_boundary=args.non_boundary_out is not None,
@@ -320,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "split": cfg.split,
         "n_videos": len(frames),
         "n_frames": cm.n_frames,
-        "predictions": str((args.pred_png or args.pred_h5).resolve()),
+        "predictions": ("all-background" if args.all_background
+                        else str((args.pred_png or args.pred_h5).resolve())),
         "prediction_format": preds.kind,
         "predictions_provenance": preds.provenance,
         "n_missing_as_background": len(missing),

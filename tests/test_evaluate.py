@@ -214,6 +214,21 @@ def test_missing_png_is_an_error_unless_scored_as_background(release, tmp_path, 
     assert metrics(result) == metrics(expected)
 
 
+def test_all_background_reference_equals_zero_predictions(release, tmp_path):
+    """--all-background scores label 0 everywhere: the same numbers as all-zero PNGs, and
+    below a model that is right on some actor pixels."""
+    rc, ref = run(tmp_path, "--release", release, "--all-background")
+    assert rc == 0 and ref["meta"]["predictions"] == "all-background"
+    zeros = {k: np.zeros_like(v) for k, v in noisy_predictions(release).items()}
+    rc, expected = run(tmp_path, "--release", release,
+                       "--pred-png", write_png_preds(tmp_path / "zeros", zeros))
+    assert metrics(ref) == metrics(expected)
+    assert ref["video_averaged"]["joint"] == 0.0  # every GT label present, none predicted
+    rc, noisy = run(tmp_path, "--release", release,
+                    "--pred-png", write_png_preds(tmp_path / "noisy", noisy_predictions(release)))
+    assert noisy["joint"]["miou"] > ref["joint"]["miou"]
+
+
 @pytest.mark.parametrize("problem", ["size", "off_palette", "missing_frame", "missing_file"])
 def test_bad_h5_prediction_names_the_file(release, tmp_path, caplog, problem):
     preds = noisy_predictions(release)

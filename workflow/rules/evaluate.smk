@@ -40,3 +40,35 @@ rule evaluate:
         " --non-boundary-out {output.non_boundary:q} --per-class-out {output.per_class:q}"
         " --confusion-out {output.confusion:q}"
         " --config-json {params.cfg:q} > {log:q} 2>&1"
+
+
+# all_background.json is this rule's, not a model's called "all_background"
+ruleorder: evaluate_background > evaluate
+
+
+rule evaluate_background:
+    """The all-background prediction scored like a model: the reference value of the split
+    (a model at this value learned nothing). Also read by the claims table."""
+    input:
+        release=release_input(),
+        index=f"{RES}/index/frames.csv",
+    output:
+        json=report(f"{RES}/eval/all_background.json",
+                    caption="../report/all_background.rst", category="Evaluation",
+                    subcategory="metrics", labels={"model": "all_background"}),
+        non_boundary=f"{RES}/eval/all_background.non_boundary.json",
+    params:
+        cfg=cfg_json("evaluation"),
+        code=code("pipeline.evaluate"),
+    log:
+        f"{LOGS}/evaluate/all_background.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.evaluate --release {input.release:q} --index {input.index:q}"
+        " --all-background --out {output.json:q} --non-boundary-out {output.non_boundary:q}"
+        " --config-json {params.cfg:q} > {log:q} 2>&1"

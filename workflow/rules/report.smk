@@ -108,6 +108,7 @@ def report_evals():
     """{name: evaluation JSON} shown in the headline table and per-class charts."""
     models = list(TABLE1_MODELS) + [f"region_rgbflow_{s}" for s in report_region_sources()]
     models.append(E2E_REPORT_MODEL)  # Ji et al.'s full model, beside the region model
+    models.append("all_background")  # the split's reference: a model at this value learned nothing
     return {m: f"{RES}/eval/{m}.json" for m in dict.fromkeys(models)}
 
 
@@ -143,7 +144,43 @@ E2E_TABLES = ("ji_table1", "ji_table2")
 
 
 def report_tables():
-    return [f"{TABLES}/{t}.md" for t in (*report_table_inputs(), *E2E_TABLES)]
+    ji = (*E2E_TABLES, "ji_table3") if config["targets"]["ji_table3"] else E2E_TABLES
+    return [f"{TABLES}/{t}.md" for t in (*report_table_inputs(), *ji, "claims")]
+
+
+def claims_inputs():
+    """Every file pipeline.claims reads: the report's evaluations, the all-background
+    reference, the non-boundary pair of Dang Table 2, the segmenter's metrics and, when
+    targets.ji_table3 is on, Ji et al.'s ablations."""
+    files = [*report_evals().values(), f"{RES}/eval/all_background.json",
+             *report_table_inputs()["dang_table2"].values()]
+    if MASKS["source"] == "model" or "model" in REGION["stage2"]["train_sources"]:
+        files.append(rules.train_segmenter.output.metrics)
+    if config["targets"]["ji_table3"]:
+        files += [f"{RES}/eval/e2e_{v}.json" for v in JI_TABLE3_ROWS.values()]
+    return list(dict.fromkeys(files))
+
+
+rule claims:
+    """The papers' claims as held / not held on this run (pipeline.claims)."""
+    input:
+        claims_inputs(),
+    output:
+        md=f"{TABLES}/claims.md",
+        csv=report(f"{TABLES}/claims.csv", caption="../report/claims.rst",
+                   category="Paper tables", labels={"table": "claims"}),
+    params:
+        segmenter=lambda wc, input: next((f"--segmenter {f}" for f in input
+                                          if f.endswith("segmenter/metrics.json")), ""),
+        code=code("pipeline.claims"),
+    log:
+        f"{LOGS}/claims.log",
+    localrule: True
+    conda:
+        "../../envs/actorseg.yaml"
+    shell:
+        "python -m pipeline.claims --eval-dir {RES}/eval {params.segmenter}"
+        " --out {TABLES}/claims > {log:q} 2>&1"
 
 
 def report_inputs(wildcards):
