@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from pipeline.a2d.annotations import write_col_png
+from pipeline.cli import add_video_args, run_videos, video_jobs
 from pipeline.config import add_config_args, config_from_args
 from pipeline.e2e.config import E2EConfig, build_from_config, load_checkpoint, resolve_device
 from pipeline.e2e.data import ClipFrames
@@ -182,27 +183,18 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="e2e checkpoint (.pt)")
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID since ids may start with '-'")
     parser.add_argument("--frames-dir", type=Path, required=True, help="folder of frames caches")
     parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (variants with flow)")
-    parser.add_argument("--out", type=Path, help="prediction cache (.h5) of label maps")
-    parser.add_argument("--png-dir", type=Path, help="folder for the A2D colour PNGs")
-    parser.add_argument("--detections-out", type=Path, help="detections file (.h5) for mAP")
+    # per video: --out (label maps .h5), --png-dir (A2D colour PNGs), --detections-out (.h5)
+    add_video_args(parser, "out", "png_dir", "detections_out")
     add_config_args(parser, "e2e_model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run_cfg = config_from_args(args, E2EConfig, "e2e_model") \
         if args.config or args.config_json else None
-    try:
-        predict_video(checkpoint=args.checkpoint, index=args.index, video=args.video,
-                      frames_dir=args.frames_dir, flow_dir=args.flow_dir, out=args.out,
-                      png_dir=args.png_dir, detections_out=args.detections_out,
-                      run_cfg=run_cfg)
-    except (DataError, ValueError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_videos(log, predict_video, video_jobs(parser, args), config_errors=True,
+                      checkpoint=args.checkpoint, index=args.index, frames_dir=args.frames_dir,
+                      flow_dir=args.flow_dir, run_cfg=run_cfg)
 
 
 if __name__ == "__main__":

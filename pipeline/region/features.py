@@ -9,6 +9,8 @@ trains on (the front-end is fixed there, section 3.4) and what the region model 
         --stage1 results/region_model/rgbflow/stage1.pt \\
         --out results/region_model/rgbflow/features/ID.h5
 
+Several videos in one process (a shard job): repeat ``--video=ID --out PATH``.
+
 The architecture and input size come from the checkpoint's own config (``--config`` only
 supplies ``device``), so features always match the weights. Size on disk is
 :func:`~pipeline.region.feature_cache.bytes_per_frame`: 22.2 MiB per frame for the paper's two
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli import run_stage, setup_logging
+from pipeline.cli import add_video_args, run_videos, setup_logging, video_jobs
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.index import read_index
@@ -88,20 +90,18 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID since ids may start with '-'")
     parser.add_argument("--frames-dir", type=Path, required=True, help="folder of frames caches")
     parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (rgbflow only)")
     parser.add_argument("--streams", choices=STREAMS, required=True)
     parser.add_argument("--stage1", type=Path, required=True, help="stage-1 checkpoint")
-    parser.add_argument("--out", type=Path, required=True, help="feature cache (.h5) to write")
+    add_video_args(parser, "out", required=("out",))
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
     setup_logging()
     cfg = config_from_args(args, RegionConfig, "region_model")
-    return run_stage(log, extract_features, index=args.index, video=args.video,
-                     frames_dir=args.frames_dir, flow_dir=args.flow_dir, streams=args.streams,
-                     stage1=args.stage1, out=args.out, device_name=cfg.device)
+    return run_videos(log, extract_features, video_jobs(parser, args), index=args.index,
+                      frames_dir=args.frames_dir, flow_dir=args.flow_dir, streams=args.streams,
+                      stage1=args.stage1, device_name=cfg.device)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ taken after resizing the logits to the clip's native size.
         --out results/predictions/region_rgbflow_model/ID.h5 \\
         --png-dir results/predictions/region_rgbflow_model/png/ID
 
+Several videos in one process (a shard job): repeat ``--video=ID --out PATH --png-dir DIR``.
+
 Output (``docs/architecture.md``): ``labels`` (A, H, W) uint8 gzip, chunks (1, H, W) at the
 clip's size and ``frame_ids`` (A,) int32, plus one A2D colour PNG per frame in ``--png-dir``.
 """
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from pipeline.a2d.annotations import write_col_png
-from pipeline.cli import run_stage, setup_logging
+from pipeline.cli import add_video_args, run_videos, setup_logging, video_jobs
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import create_cache
@@ -152,25 +154,23 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, required=True)
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID since ids may start with '-'")
     parser.add_argument("--stage1", type=Path, help="stage-1 checkpoint (baseline)")
     parser.add_argument("--frames-dir", type=Path, help="folder of frames caches (baseline)")
     parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (two-stream baseline)")
     parser.add_argument("--stage2", type=Path, help="stage-2 checkpoint (region)")
     parser.add_argument("--features-dir", type=Path, help="folder of feature caches (region)")
     parser.add_argument("--masks-dir", type=Path, help="folder of region masks caches (region)")
-    parser.add_argument("--out", type=Path, required=True, help="prediction cache (.h5)")
-    parser.add_argument("--png-dir", type=Path, help="folder for the A2D colour PNGs")
+    # per video: --out (prediction cache .h5) and --png-dir (folder of A2D colour PNGs)
+    add_video_args(parser, "out", "png_dir", required=("out",))
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
     setup_logging()
     cfg = config_from_args(args, RegionConfig, "region_model")
-    return run_stage(log, predict_video, model=args.model, index=args.index, video=args.video,
-                     out=args.out, png_dir=args.png_dir, stage1=args.stage1,
-                     frames_dir=args.frames_dir, flow_dir=args.flow_dir, stage2=args.stage2,
-                     features_dir=args.features_dir, masks_dir=args.masks_dir,
-                     device_name=cfg.device)
+    return run_videos(log, predict_video, video_jobs(parser, args), model=args.model,
+                      index=args.index, stage1=args.stage1, frames_dir=args.frames_dir,
+                      flow_dir=args.flow_dir, stage2=args.stage2,
+                      features_dir=args.features_dir, masks_dir=args.masks_dir,
+                      device_name=cfg.device)
 
 
 if __name__ == "__main__":
