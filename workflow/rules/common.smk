@@ -1,9 +1,13 @@
 # Helpers shared by the rule files: paths, config sections as JSON, code hashes, the index.
 
 import json
+import os
+import re
+import shlex
 
 from pipeline.index import read_index
 from pipeline.provenance import code_hash
+from pipeline.shards import make_shards
 
 RELEASE = config["dataset"]["release"]
 RES = "results"
@@ -11,8 +15,11 @@ LOGS = f"{RES}/logs"
 BENCH = f"{RES}/benchmarks"
 
 # A2D ids may start with '-': shell commands always pass them as --video={wildcards.video:q}.
+VIDEO_RE = r"[A-Za-z0-9_-]+"
+
+
 wildcard_constraints:
-    video=r"[A-Za-z0-9_-]+",
+    video=VIDEO_RE,
 
 
 def cfg_json(name):
@@ -61,3 +68,62 @@ def train_launcher(gpus):
     if gpus <= 1:
         return "python"
     return f"torchrun --standalone --nproc_per_node {gpus}"
+
+
+# -- shards: several videos per job (cluster.videos_per_job) ------------------------------------
+# A per-video stage is one rule per *job*: with videos_per_job 1 (or before the index exists) a
+# rule with a {video} wildcard, exactly as without sharding; otherwise one rule per shard of
+# pipeline.shards.make_shards, whose outputs are the per-video files of its videos (Snakemake
+# outputs cannot be functions, and the video list is known only once the index exists, so the
+# shard rules are made from the index as it is when Snakemake reads the workflow). A video the
+# index did not have then (an index rebuilt in this run) still gets the per-video rule.
+VIDEOS_PER_JOB = config["cluster"]["videos_per_job"]
+INDEX_CSV = f"{RES}/index/frames.csv"
+
+
+def video_jobs(split=None):
+    """[(rule name suffix, job id, videos)]: ("", "{video}", None) is the per-video rule (its
+    video wildcard excludes the sharded videos); ("_s<hex>", "s<hex>", [ids]) one shard each.
+    split: shard only the videos of that split (the predict rules run on test videos)."""
+    if VIDEOS_PER_JOB == 1 or not os.path.exists(INDEX_CSV):
+        return [("", "{video}", None)]
+    table = read_index(INDEX_CSV)
+    if split is not None:
+        table = table[table.split == split]
+    shards = make_shards(table.video.unique(), VIDEOS_PER_JOB)
+    return [("", "{video}", None)] + [(f"_{name}", name, vids) for name, vids in shards.items()]
+
+
+def unsharded_video_re(split=None):
+    """Wildcard constraint of the per-video rule: any id except the sharded ones."""
+    sharded = [v for _, _, vids in video_jobs(split) if vids for v in vids]
+    if not sharded:
+        return VIDEO_RE
+    # the pattern goes on after the wildcard (".h5", "/"): "not followed by an id character"
+    # ends the excluded id there ("$" would never match inside a path pattern)
+    ids = "|".join(map(re.escape, sorted(sharded)))
+    return rf"(?!(?:{ids})(?![A-Za-z0-9_-])){VIDEO_RE}"
+
+
+def job_files(videos, pattern):
+    """The files of `pattern` (a path with {video}) for a job: the pattern itself for the
+    per-video rule (videos None), one path per video for a shard."""
+    return [pattern] if videos is None else [pattern.replace("{video}", v) for v in videos]
+
+
+def job_args(videos, *options):
+    """Shell arguments of a job, a function of the wildcards: each (flag, pattern) in options
+    once per video, in the order of the videos, e.g. --video=A --out results/flow/A.h5."""
+
+    def args(wildcards):
+        wc = dict(wildcards.items())
+        vids = [wildcards.video] if videos is None else videos
+        return " ".join(f"{flag}={shlex.quote(pattern.replace('{video}', v).format(**wc))}"
+                        for v in vids for flag, pattern in options)
+
+    return args
+
+
+def job_size(videos):
+    """Videos in a job: resources (runtime, memory of what a job holds) scale with it."""
+    return 1 if videos is None else len(videos)
