@@ -26,8 +26,16 @@ wildcard_constraints:
     zs_actor="|".join(ZS_ACTORS),
 
 
+# e2e_model.weights "segmenter": start from the Mask R-CNN trained here (rule train_segmenter);
+# the stage only ever sees a path, the model file, which is also an input of the training.
+E2E_FROM_SEGMENTER = E2E.get("weights") == "segmenter"
+SEGMENTER_MODEL = f"{RES}/segmenter/model.pt"
+
+
 def e2e_train_cfg():
     train = {k: v for k, v in E2E.items() if k not in E2E_INFERENCE_KEYS}
+    if E2E_FROM_SEGMENTER:
+        train["weights"] = SEGMENTER_MODEL
     return json.dumps(train, sort_keys=True, separators=(",", ":"))
 
 
@@ -38,6 +46,8 @@ def e2e_uses_flow(variant):
 def e2e_train_inputs(variant):
     def inputs(wc):
         out = {"frames": [f"{RES}/frames/{v}.h5" for v in videos("train")]}
+        if E2E_FROM_SEGMENTER:
+            out["segmenter"] = SEGMENTER_MODEL
         if e2e_uses_flow(variant or wc.variant):
             out["flow"] = [f"{RES}/flow/{v}.h5" for v in videos("train")]
         return out
