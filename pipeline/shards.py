@@ -28,6 +28,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.config import from_dict
+from pipeline.errors import DataError
+from pipeline.index import DatasetConfig, expected_videos, read_index
+from pipeline.synth.plan import SynthConfig, plan_dataset
 
 
 def _digest(video: str) -> bytes:
@@ -87,3 +93,39 @@ def make_shards(videos: Iterable[str], videos_per_job: int) -> dict[str, list[st
         for piece in _cut(run, 2 * videos_per_job):
             shards[shard_name(piece[0])] = piece
     return shards
+
+
+def planned_videos(config: dict, index_csv: str | Path) -> tuple[list[tuple[str, str]] | None, str]:
+    """``([(video, split)], source)``: the videos the frame index holds (or will hold), known
+    when Snakemake reads the workflow, so shard jobs can be planned before the index exists.
+
+    In order:
+    1. ``synthetic.enabled``: the plan of the synthetic release (``plan_dataset``, a pure
+       function of the ``synthetic`` section; its videoset.csv lists the plan in order, every
+       video annotated), cut to ``dataset.max_videos``;
+    2. ``dataset.on_bad_video: fail`` and the release's videoset.csv exists: its listed,
+       annotated videos (``pipeline.index.expected_videos``: exactly the index's videos, or the
+       index job fails before any per-video job runs);
+    3. the index, if it exists (``skip``: only the index knows which videos were left out);
+    4. else ``None``: no plan (``skip`` before the index exists); every video then runs as a
+       one-video job.
+
+    Returns:
+        (list, source) with source naming where the list came from, or (None, reason).
+    """
+    dataset = from_dict(DatasetConfig, config["dataset"], "dataset")
+    if config["synthetic"]["enabled"]:
+        plans = plan_dataset(from_dict(SynthConfig, config["synthetic"], "synthetic"))
+        if dataset.max_videos is not None:
+            plans = plans[: dataset.max_videos]
+        return [(p.vid, "test" if p.test else "train") for p in plans], "synthetic plan"
+    if dataset.on_bad_video == "fail" and Path(dataset.release, "videoset.csv").is_file():
+        try:
+            return expected_videos(dataset), "videoset.csv"
+        except DataError as exc:  # the index job reports it
+            return None, f"release not readable ({exc})"
+    if Path(index_csv).is_file():
+        table = read_index(index_csv)
+        pairs = table[["video", "split"]].drop_duplicates()
+        return list(pairs.itertuples(index=False, name=None)), "frame index"
+    return None, "on_bad_video skip and no frame index yet"

@@ -1,8 +1,13 @@
 """pipeline.shards: every video in one shard, sizes bounded, membership stable under edits."""
 
-import pytest
+import shutil
 
-from pipeline.shards import make_shards
+import pytest
+from conftest import TINY_SYNTH
+
+from pipeline.config import defaults
+from pipeline.index import DatasetConfig, build_index
+from pipeline.shards import make_shards, planned_videos
 
 VIDEOS = [f"v{i:04d}" for i in range(300)] + ["-dash_id", "_x9"]
 
@@ -57,3 +62,53 @@ def test_removing_a_video_changes_one_shard():
 def test_bad_size_rejected():
     with pytest.raises(ValueError, match="videos_per_job"):
         make_shards(VIDEOS, 0)
+
+
+# -- planned_videos: the shard plan before the index exists ----------------------------------------
+
+def _config(release, **dataset):
+    cfg = defaults()
+    cfg["synthetic"].update(TINY_SYNTH)
+    cfg["dataset"].update({"release": str(release), **dataset})
+    return cfg
+
+
+def _indexed(release, **dataset):
+    cfg = _config(release, **dataset)["dataset"]
+    table, _ = build_index(DatasetConfig(cfg["release"], None, cfg["on_bad_video"],
+                                         cfg["max_videos"]))
+    return sorted(set(table[["video", "split"]].itertuples(index=False, name=None)))
+
+
+@pytest.mark.parametrize("max_videos", [None, 4])
+def test_synthetic_plan_is_the_index(tiny_release, tmp_path, max_videos):
+    """Before the release exists (a first run) the plan gives the index's videos and splits."""
+    cfg = _config(tmp_path / "not_yet", max_videos=max_videos)
+    got, source = planned_videos(cfg, tmp_path / "no_index.csv")
+    assert source == "synthetic plan"
+    assert sorted(got) == _indexed(tiny_release, max_videos=max_videos)
+
+
+def test_release_listing_is_the_index(tiny_release, tmp_path):
+    """A real release (synthetic off, on_bad_video fail): videoset.csv's annotated videos; a
+    listed video without annotation files gets no index row, and no shard."""
+    release = tmp_path / "Release"
+    shutil.copytree(tiny_release, release)
+    dropped = sorted(p.name for p in (release / "Annotations" / "mat").iterdir())[0]
+    shutil.rmtree(release / "Annotations" / "mat" / dropped)
+    cfg = _config(release)
+    cfg["synthetic"]["enabled"] = False
+    got, source = planned_videos(cfg, tmp_path / "no_index.csv")
+    assert source == "videoset.csv"
+    assert sorted(got) == _indexed(release) and dropped not in {v for v, _ in got}
+
+
+def test_skip_mode_plans_from_the_index_only(tiny_release, tmp_path):
+    cfg = _config(tiny_release, on_bad_video="skip")
+    cfg["synthetic"]["enabled"] = False
+    assert planned_videos(cfg, tmp_path / "no_index.csv")[0] is None
+    index = tmp_path / "frames.csv"
+    table, _ = build_index(DatasetConfig(str(tiny_release), None, "skip", None))
+    table.to_csv(index, index=False)
+    got, source = planned_videos(cfg, index)
+    assert source == "frame index" and sorted(got) == _indexed(tiny_release)

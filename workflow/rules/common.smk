@@ -5,9 +5,11 @@ import os
 import re
 import shlex
 
+from snakemake.logging import logger
+
 from pipeline.index import read_index
 from pipeline.provenance import code_hash
-from pipeline.shards import make_shards
+from pipeline.shards import make_shards, planned_videos
 
 RELEASE = config["dataset"]["release"]
 RES = "results"
@@ -71,32 +73,38 @@ def train_launcher(gpus):
 
 
 # -- shards: several videos per job (cluster.videos_per_job) ------------------------------------
-# A per-video stage is one rule per *job*: with videos_per_job 1 (or before the index exists) a
-# rule with a {video} wildcard, exactly as without sharding; otherwise one rule per shard of
-# pipeline.shards.make_shards, whose outputs are the per-video files of its videos (Snakemake
-# outputs cannot be functions, and the video list is known only once the index exists, so the
-# shard rules are made from the index as it is when Snakemake reads the workflow). A video the
-# index did not have then (an index rebuilt in this run) still gets the per-video rule.
+# A per-video stage is one rule per *job*: with videos_per_job 1 a rule with a {video} wildcard,
+# exactly as without sharding; otherwise one rule per shard of pipeline.shards.make_shards
+# (named <stage>_s<16 hex>), whose outputs are the per-video files of its videos, plus the
+# per-video rule for any video outside the plan. Snakemake outputs cannot be functions, so the
+# video list must be known when Snakemake reads the workflow: pipeline.shards.planned_videos
+# takes it from the synthetic plan, the release's videoset.csv (on_bad_video: fail) or the index.
 VIDEOS_PER_JOB = config["cluster"]["videos_per_job"]
 INDEX_CSV = f"{RES}/index/frames.csv"
+PLANNED_VIDEOS, PLANNED_FROM = (
+    planned_videos(config, INDEX_CSV) if VIDEOS_PER_JOB > 1 else (None, "videos_per_job 1")
+)
+if VIDEOS_PER_JOB > 1 and PLANNED_VIDEOS is None:
+    logger.warning(
+        f"cluster.videos_per_job {VIDEOS_PER_JOB}: one job per video this run ({PLANNED_FROM})"
+    )
 
 
 def video_jobs(split=None):
     """[(rule name suffix, job id, videos)]: ("", "{video}", None) is the per-video rule (its
     video wildcard excludes the sharded videos); ("_s<hex>", "s<hex>", [ids]) one shard each.
     split: shard only the videos of that split (the predict rules run on test videos)."""
-    if VIDEOS_PER_JOB == 1 or not os.path.exists(INDEX_CSV):
+    if PLANNED_VIDEOS is None:
         return [("", "{video}", None)]
-    table = read_index(INDEX_CSV)
-    if split is not None:
-        table = table[table.split == split]
-    shards = make_shards(table.video.unique(), VIDEOS_PER_JOB)
+    ids = [v for v, s in PLANNED_VIDEOS if split is None or s == split]
+    shards = make_shards(ids, VIDEOS_PER_JOB)
     return [("", "{video}", None)] + [(f"_{name}", name, vids) for name, vids in shards.items()]
 
 
 def unsharded_video_re(split=None):
-    """Wildcard constraint of the per-video rule: any id except the sharded ones."""
-    sharded = [v for _, _, vids in video_jobs(split) if vids for v in vids]
+    """Wildcard constraint of the per-video rule: any id except the sharded ones and the shard
+    names (a shard's log and benchmark file, s<hex>.tsv, sit beside the one-video jobs')."""
+    sharded = [x for _, job, vids in video_jobs(split) if vids for x in (job, *vids)]
     if not sharded:
         return VIDEO_RE
     # the pattern goes on after the wildcard (".h5", "/"): "not followed by an id character"
