@@ -103,3 +103,25 @@ def run_videos(log: logging.Logger, work: Callable[..., Any], jobs: list[dict],
     for job in jobs:
         status = max(status, run_stage(log, work, config_errors=config_errors, **job, **shared))
     return status
+
+
+class Once:
+    """``load(*args, **kwargs)`` on the first call, the same object on every later one.
+
+    A stage's per-video function takes one as ``load=``: the videos of a shard job then share
+    one checkpoint load (all the job's videos use the same checkpoint), while a call without
+    it loads for itself, as a one-video hand run does. A failed load raises again on the next
+    call (each video's error names the file, as a one-video job's does).
+    """
+
+    def __init__(self, load: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._call = (load, args, kwargs)
+        self._value: Any = None
+        self._done = False
+
+    def __call__(self) -> Any:
+        if not self._done:
+            load, args, kwargs = self._call
+            self._value = load(*args, **kwargs)
+            self._done = True
+        return self._value
