@@ -6,6 +6,7 @@ import re
 import shlex
 
 from snakemake.logging import logger
+from snakemake.resources import Resources
 
 from pipeline.index import read_index
 from pipeline.provenance import code_hash
@@ -135,3 +136,25 @@ def job_args(videos, *options):
 def job_size(videos):
     """Videos in a job: resources (runtime, memory of what a job holds) scale with it."""
     return 1 if videos is None else len(videos)
+
+
+def shard_profile_resources(stage, suffix, videos):
+    """Give shard rule `<stage><suffix>` its stage's --set-resources / --set-threads entries
+    (a profile's set-resources/set-threads under the stage's name): Snakemake matches them to
+    rule names exactly, so `flow_s<hex>` would otherwise get the default resources (and the
+    default partition). A whole-number runtime is per video there: scaled by the shard's size.
+    Call right after the shard rule's definition."""
+    if videos is None:
+        return
+    settings = workflow.resource_settings
+    job_rule = workflow.get_rule(stage + suffix)
+    over = settings.overwrite_resources.get(stage)
+    if over:
+        over = Resources.from_mapping(over)
+        job_rule.resources.update(over)
+        runtime = over.get("runtime")
+        if runtime is not None and not runtime.is_evaluable() and isinstance(runtime.value, int):
+            job_rule.resources["runtime"] = runtime.value * len(videos)
+    threads = settings.overwrite_threads.get(stage)
+    if threads is not None:
+        job_rule.resources["_cores"] = threads

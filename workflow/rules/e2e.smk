@@ -175,6 +175,8 @@ for _suffix, _job, _vids in video_jobs("test"):
             " {params.videos} --frames-dir {RES}/frames {params.flow}"
             " --config-json {params.cfg:q} > {log:q} 2>&1"
 
+    shard_profile_resources("e2e_predict", _suffix, _vids)
+
     rule:
         name:
             f"e2e_predict_zero_shot{_suffix}"
@@ -208,6 +210,8 @@ for _suffix, _job, _vids in video_jobs("test"):
             "python -m pipeline.e2e.predict --checkpoint {input.ckpt:q} --index {input.index:q}"
             " {params.videos} --frames-dir {RES}/frames --flow-dir {RES}/flow"
             " --config-json {params.cfg:q} > {log:q} 2>&1"
+
+    shard_profile_resources("e2e_predict_zero_shot", _suffix, _vids)
 
 
 rule e2e_detect_eval:

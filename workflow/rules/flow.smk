@@ -38,6 +38,8 @@ for _suffix, _job, _vids in video_jobs():
             "python -m pipeline.flow {params.videos} --threads {threads}"
             " --config-json {params.cfg:q} > {log:q} 2>&1"
 
+    shard_profile_resources("flow", _suffix, _vids)
+
 
 rule all_flow:
     localrule: True

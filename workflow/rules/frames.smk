@@ -32,6 +32,8 @@ for _suffix, _job, _vids in video_jobs():
             "python -m pipeline.frames --release {input.release:q} --index {input.index:q}"
             " {params.videos} --config-json {params.cfg:q} > {log:q} 2>&1"
 
+    shard_profile_resources("frames", _suffix, _vids)
+
 
 rule all_frames:
     localrule: True

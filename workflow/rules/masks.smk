@@ -118,6 +118,8 @@ for _suffix, _job, _vids in video_jobs():
             " --index {input.index:q} {params.args} --threads {threads}"
             " --config-json {params.cfg:q} > {log:q} 2>&1"
 
+    shard_profile_resources("masks", _suffix, _vids)
+
 
 rule all_masks:
     localrule: True

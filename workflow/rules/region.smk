@@ -121,6 +121,8 @@ for _suffix, _job, _vids in video_jobs():
             " --frames-dir {RES}/frames {params.flow} --streams {wildcards.streams}"
             " --stage1 {input.stage1:q} --config-json {params.cfg:q} > {log:q} 2>&1"
 
+    shard_profile_resources("region_features", _suffix, _vids)
+
 
 def region_stage2_inputs(wc):
     sources = wc.train_masks.split("+")
@@ -205,6 +207,8 @@ for _suffix, _job, _vids in video_jobs("test"):
             " {params.videos} --stage1 {input.stage1:q} --frames-dir {RES}/frames"
             " {params.flow} --config-json {params.cfg:q} > {log:q} 2>&1"
 
+    shard_profile_resources("predict_baseline", _suffix, _vids)
+
     rule:
         name:
             f"predict_region{_suffix}"
@@ -243,6 +247,8 @@ for _suffix, _job, _vids in video_jobs("test"):
             " --features-dir {RM}/{wildcards.streams}/features"
             " --masks-dir {RES}/masks/{wildcards.source} --config-json {params.cfg:q}"
             " > {log:q} 2>&1"
+
+    shard_profile_resources("predict_region", _suffix, _vids)
 
 
 # -- aggregates ---------------------------------------------------------------------------------
