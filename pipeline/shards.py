@@ -119,13 +119,16 @@ def planned_videos(config: dict, index_csv: str | Path) -> tuple[list[tuple[str,
         if dataset.max_videos is not None:
             plans = plans[: dataset.max_videos]
         return [(p.vid, "test" if p.test else "train") for p in plans], "synthetic plan"
+    unread = ""
     if dataset.on_bad_video == "fail" and Path(dataset.release, "videoset.csv").is_file():
         try:
             return expected_videos(dataset), "videoset.csv"
-        except DataError as exc:  # the index job reports it
-            return None, f"release not readable ({exc})"
+        except DataError as exc:  # the index job reports it (an existing index is stale then)
+            unread = f"; release not readable ({exc})"
+            if not Path(index_csv).is_file():
+                return None, unread[2:]
     if Path(index_csv).is_file():
         table = read_index(index_csv)
         pairs = table[["video", "split"]].drop_duplicates()
-        return list(pairs.itertuples(index=False, name=None)), "frame index"
+        return list(pairs.itertuples(index=False, name=None)), "frame index" + unread
     return None, "on_bad_video skip and no frame index yet"
