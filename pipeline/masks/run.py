@@ -30,10 +30,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.a2d.annotations import read_annotation
-from pipeline.cli import add_video_args, run_videos, video_jobs
+from pipeline.cli import Once, add_video_args, run_videos, video_jobs
 from pipeline.config import add_config_args, config_from_args, from_dict, load_config, section
 from pipeline.config import defaults as config_defaults
 from pipeline.errors import DataError
@@ -53,15 +54,9 @@ def gt_regions(release: Path, rows) -> dict[int, Regions]:
             for r in rows.itertuples()}
 
 
-#: Segmenters loaded in this process, by (weights, source): a shard job loads its model once.
-_LOADED: dict[tuple[str, str], tuple] = {}
-
-
-def _segmenter(weights: Path, source: str, cfg: MasksConfig, seg: SegmenterConfig) -> tuple:
-    """(model, class mapping, device) of ``weights``, loaded on the first call only."""
-    key = (str(weights), source)
-    if key in _LOADED:
-        return _LOADED[key]
+def load_segmenter_model(weights: Path, source: str, cfg: MasksConfig,
+                         seg: SegmenterConfig) -> tuple:
+    """(model, class mapping, device) of ``weights``, ready for :func:`segmenter_regions`."""
     # torch is imported here, not at module level: the gt source needs none of it, and the
     # import costs seconds in every one of the per-video jobs.
     from pipeline.masks.inference import resolve_device, set_postprocessing
@@ -77,16 +72,20 @@ def _segmenter(weights: Path, source: str, cfg: MasksConfig, seg: SegmenterConfi
     model.to(device)
     log.info("segmenter %s: ResNet-%d FPN, %d classes, device %s", weights, arch["depth"],
              arch["num_classes"], device)
-    _LOADED[key] = (model, mapping, device)
-    return _LOADED[key]
+    return model, mapping, device
 
 
 def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, source: str,
-                      cfg: MasksConfig, seg: SegmenterConfig) -> dict[int, Regions]:
-    """``{frame: Regions}`` predicted by the segmenter of ``weights`` on the cached frames."""
+                      cfg: MasksConfig, seg: SegmenterConfig,
+                      load: Callable[[], tuple] | None = None) -> dict[int, Regions]:
+    """``{frame: Regions}`` predicted by the segmenter of ``weights`` on the cached frames.
+
+    ``load``: the job's shared loader (``pipeline.cli.Once(load_segmenter_model, ...)``: a shard
+    job loads its model once); without it the model is loaded here."""
     from pipeline.masks.inference import predict_regions
 
-    model, mapping, device = _segmenter(weights, source, cfg, seg)
+    model, mapping, device = load() if load is not None else \
+        load_segmenter_model(weights, source, cfg, seg)
     out: dict[int, Regions] = {}
     with read_frames_cache(frames_h5) as cache:
         missing = [f for f in frame_ids if f not in cache]
@@ -101,7 +100,8 @@ def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, sour
 
 def run_video(video: str, source: str, *, index: Path, out: Path, cfg: MasksConfig,
               seg: SegmenterConfig | None = None, release: Path | None = None,
-              frames: Path | None = None, weights: Path | None = None) -> dict[int, Regions]:
+              frames: Path | None = None, weights: Path | None = None,
+              load: Callable[[], tuple] | None = None) -> dict[int, Regions]:
     """Compute and write the masks cache of one video; return its regions."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
@@ -118,7 +118,7 @@ def run_video(video: str, source: str, *, index: Path, out: Path, cfg: MasksConf
         if frames is None or weights is None or seg is None:
             raise ValueError(f"source {source} needs --frames, --weights and the segmenter config")
         regions = segmenter_regions(frames, sorted(int(f) for f in rows.frame), weights, source,
-                                    cfg, seg)
+                                    cfg, seg, load)
         checkpoint, sha = str(weights), file_sha256(weights)
     sizes = {reg.size for reg in regions.values()}
     if len(sizes) != 1:
@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return run_videos(log, run_video, jobs, config_errors=True, source=args.source,
                       index=args.index, cfg=cfg, seg=seg, release=args.release,
-                      weights=args.weights)
+                      weights=args.weights,
+                      load=None if args.source == "gt" else
+                      Once(load_segmenter_model, args.weights, args.source, cfg, seg))
+
 
 if __name__ == "__main__":
     sys.exit(main())
