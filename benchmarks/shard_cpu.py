@@ -53,7 +53,8 @@ def run(videos_per_job: int, target: list[str], configfiles: list[Path], cores: 
         work.mkdir(parents=True, exist_ok=True)
         overlay = work / "vpj.yaml"
         overlay.write_text(f"cluster:\n  videos_per_job: {videos_per_job}\n")
-        cmd = [sys.executable, "-m", "snakemake", *target, "--snakefile", str(ROOT / "Snakefile"),
+        cmd = [sys.executable, "-m", "snakemake", *target,
+               "--snakefile", str(ROOT / "Snakefile"),
                "--directory", str(work), "--configfile", str(ROOT / "config.yaml"),
                *map(str, configfiles), str(overlay), "--workflow-profile", "none",
                "--cores", str(cores), "--scheduler", "greedy", "--quiet", "rules"]

@@ -52,8 +52,8 @@ def write_listing(root: Path, n_train: int, n_test: int, frames: dict[str, int])
     records, rows = [], []
     for k, vid in enumerate(vids):
         split = "test" if vid in test else "train"
-        records.append(VideoRecord(vid, int(VALID_PAIRS[k % len(VALID_PAIRS)]), "00:00:00", "00:00:05", 320,
-                                   568, 150, 1, split == "test"))
+        records.append(VideoRecord(vid, int(VALID_PAIRS[k % len(VALID_PAIRS)]), "00:00:00",
+                                   "00:00:05", 320, 568, 150, 1, split == "test"))
         rows.append((vid, split))
     mat = release / "Annotations" / "mat"
     mat.mkdir(parents=True)

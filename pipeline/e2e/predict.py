@@ -185,7 +185,8 @@ def predict_video(*, checkpoint: str | Path, index: str | Path, video: str,
     zs = meta.get("zero_shot_actor")
     source = f"e2e {variant}" + (f", zero-shot actor {zs}" if zs else "") + \
         (" (masks = filled boxes, no SharpMask)" if variant == "no_mask" else "")
-    attrs = {"variant": variant, "checkpoint": str(ckpt), "checkpoint_sha256": loaded.checkpoint_sha256,
+    attrs = {"variant": variant, "checkpoint": str(ckpt),
+             "checkpoint_sha256": loaded.checkpoint_sha256,
              "zero_shot_actor": int(zs or 0)}
     split = records[0].split
     frame_ids = [r.frame for r in records]

@@ -15,9 +15,10 @@ shard's file where it exists, else its videos' one-video files; a missing file i
 reported, not guessed.
 
 Time per frame = the jobs' wall seconds (column ``s``; the mean over rows when a benchmark was
-repeated) summed, divided by the frames those jobs processed: the annotated frames of the jobs' videos in the
-index (the flow stage also computes the flow of their context frames). It includes each job's
-fixed cost (interpreter start, imports, model load), which dominates on small clips.
+repeated) summed, divided by the frames those jobs processed: the annotated frames of the jobs'
+videos in the index (the flow stage also computes the flow of their context frames). It includes
+each job's fixed cost (interpreter start, imports, model load), which dominates on small clips
+and is paid once per shard with ``cluster.videos_per_job`` > 1.
 
 Reference (Dang et al. 2018, section 4 "Computational complexity", one K80 GPU + one CPU core):
 flow (FlowNet) 350 ms, region masks (FCIS) 300 ms, region-based network inference 450 ms per
