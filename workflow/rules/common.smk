@@ -89,6 +89,15 @@ if VIDEOS_PER_JOB > 1 and PLANNED_VIDEOS is None:
     logger.warning(
         f"cluster.videos_per_job {VIDEOS_PER_JOB}: one job per video this run ({PLANNED_FROM})"
     )
+elif PLANNED_VIDEOS is not None and os.path.exists(INDEX_CSV):
+    # an index of another config or release: the index job re-runs (its params or input
+    # changed) and then holds the planned videos; say so, as its videos are what jobs get
+    _indexed = set(read_index(INDEX_CSV).video)
+    if _indexed != {v for v, _ in PLANNED_VIDEOS}:
+        logger.warning(
+            f"shards planned from the {PLANNED_FROM} ({len(PLANNED_VIDEOS)} videos) differ from "
+            f"{INDEX_CSV} ({len(_indexed)} videos): the index is expected to be rebuilt"
+        )
 
 
 def video_jobs(split=None):
