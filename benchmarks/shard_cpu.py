@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows.values()))
     for v, r in rows.items():
         if v != args.videos_per_job[0] and base["cpu"]:
-            print(f"videos_per_job {v}: job CPU time {100 * (1 - r['cpu'] / base['cpu']):+.1f}% "
+            print(f"videos_per_job {v}: job CPU time {100 * (1 - r['cpu'] / base['cpu']):.1f}% "
                   f"less than at {args.videos_per_job[0]} (goal >= 40%)")
     print("\nload average at end: %.2f / %.2f / %.2f" % os.getloadavg())
     return 0
