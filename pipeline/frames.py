@@ -8,6 +8,9 @@ RGB uint8, one HDF5 chunk per frame so a reader touches only the frames it asks 
     python -m pipeline.frames --release DIR --index results/index/frames.csv --video=ID \\
         --out results/frames/ID.h5 [--config config.yaml | --config-json JSON]
 
+Several videos in one process (a shard job): repeat the pair, ``--video=A --out A.h5 --video=B
+--out B.h5`` (``pipeline.cli.add_video_args``).
+
 Readers use :func:`read_frames_cache`, which returns a :class:`FramesCache`::
 
     cache = read_frames_cache("results/frames/abc.h5")
@@ -27,7 +30,7 @@ import h5py
 import numpy as np
 
 from pipeline.a2d.release import Release
-from pipeline.cli import run_stage, setup_logging
+from pipeline.cli import add_video_args, run_videos, setup_logging, video_jobs
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import create_cache, open_cache
@@ -236,16 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--release", type=Path, required=True, help="A2D Release/ folder")
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID since ids may start with '-'")
-    parser.add_argument("--out", type=Path, required=True, help="frames cache (.h5) to write")
+    add_video_args(parser, "out", required=("out",))
     add_config_args(parser, "frames")
     args = parser.parse_args(argv)
     setup_logging()
     cfg = config_from_args(args, FramesConfig, "frames")
     if cfg.context < 0:
         parser.error(f"frames.context must be >= 0, got {cfg.context}")
-    return run_stage(log, cache_video, args.release, args.index, args.video, args.out, cfg)
+    jobs = video_jobs(parser, args)
+    return run_videos(log, cache_video, jobs, release=args.release, index=args.index, cfg=cfg)
 
 
 if __name__ == "__main__":

@@ -63,12 +63,29 @@ def _video_rows(release: Release, rec: VideoRecord, probe: bool) -> list[dict]:
     return rows
 
 
+def listed_records(release: Release, cfg: DatasetConfig) -> list[VideoRecord]:
+    """The videoset.csv rows the index looks at (the first ``max_videos`` if set)."""
+    records = read_videoset(release.videoset)
+    return records if cfg.max_videos is None else records[: cfg.max_videos]
+
+
+def expected_videos(cfg: DatasetConfig) -> list[tuple[str, str]]:
+    """``[(video, split)]`` the index will hold if no video is bad, without opening a clip: the
+    listed videos with at least one annotation file (one that has none gets no index row).
+
+    With ``on_bad_video: fail`` this *is* the index's video list, or the index job fails; with
+    ``skip`` the index may hold fewer. Cheap (one folder listing per video), so the workflow
+    can plan its shard jobs (pipeline.shards) before the index exists.
+    """
+    release = Release.at(cfg.release, cfg.instances)
+    return [(rec.vid, rec.split) for rec in listed_records(release, cfg)
+            if release.annotated_frames(rec.vid)]
+
+
 def build_index(cfg: DatasetConfig, probe_clips: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Index the release. Returns the table and the messages of videos left out (``skip``)."""
     release = Release.at(cfg.release, cfg.instances)
-    records = read_videoset(release.videoset)
-    if cfg.max_videos is not None:
-        records = records[: cfg.max_videos]
+    records = listed_records(release, cfg)
     rows: list[dict] = []
     skipped: list[str] = []
     for rec in records:

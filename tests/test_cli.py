@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from pipeline.cli import run_stage
+from pipeline.cli import Once, run_stage
 from pipeline.errors import DataError
 
 log = logging.getLogger("test.cli")
@@ -42,3 +42,20 @@ def test_value_error_is_a_config_error_only_when_asked(caplog, config_errors):
 def test_other_exceptions_keep_their_traceback():
     with pytest.raises(KeyError):
         run_stage(log, _raise, KeyError("bug"))
+
+
+def test_once_loads_on_first_call_only_and_retries_after_a_failure():
+    calls = []
+
+    def load(x, y=0):
+        calls.append((x, y))
+        if len(calls) == 1:
+            raise DataError("ckpt.pt", "unreadable")
+        return object()
+
+    once = Once(load, 1, y=2)
+    assert calls == []  # nothing loaded until a video needs it
+    with pytest.raises(DataError):
+        once()
+    first = once()
+    assert once() is first and calls == [(1, 2), (1, 2)]

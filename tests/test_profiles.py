@@ -32,10 +32,16 @@ ENV = {"SLURM_ACCOUNT": "acct_test", "SLURM_PARTITION": "all", "SLURM_GPU_PARTIT
 
 
 def smk_rules() -> dict[str, bool]:
-    """{rule name: is a localrule} of every rule and checkpoint in workflow/rules/*.smk."""
+    """{rule name: is a localrule} of every rule and checkpoint in workflow/rules/*.smk; a
+    per-video stage made in a loop (``rule:`` with ``name: f"<stage>{_suffix}"``, one rule per
+    shard) under its stage's name, the name its set-resources entry has."""
     rules: dict[str, bool] = {}
+    head = (r"^\s*(?:(?:rule|checkpoint)\s+(\w+):"
+            r"|rule:\s*\n\s*name:\s*\n\s*f\"(\w+)\{_suffix\}\")\s*$")
     for smk in sorted((ROOT / "workflow/rules").glob("*.smk")):
-        blocks = re.split(r"^\s*(?:rule|checkpoint)\s+(\w+):\s*$", smk.read_text(), flags=re.M)
+        parts = re.split(head, smk.read_text(), flags=re.M)
+        names = [a or b for a, b in zip(parts[1::3], parts[2::3])]
+        blocks = [None, *[x for pair in zip(names, parts[3::3]) for x in pair]]
         for name, body in zip(blocks[1::2], blocks[2::2]):
             rules[name] = "localrule: True" in body
     return rules
@@ -83,7 +89,10 @@ def test_every_cluster_rule_has_attempt_scaled_memory():
 
 
 @pytest.mark.slow
-def test_slurm_dry_run_prints_resources_and_submits_nothing(tmp_path):
+@pytest.mark.parametrize("videos_per_job", [1, 2])
+def test_slurm_dry_run_prints_resources_and_submits_nothing(tmp_path, videos_per_job):
+    """Also with shard jobs (rules <stage>_s<hex>): they get their stage's set-resources, the
+    runtime per video times the shard's videos."""
     work = tmp_path / "work"
     work.mkdir()
     cfg = tmp_path / "config.yaml"
@@ -92,7 +101,7 @@ def test_slurm_dry_run_prints_resources_and_submits_nothing(tmp_path):
         # ptlflow on device auto: flow is a GPU stage, as with config/a2d.yaml
         "flow": {"backend": "ptlflow", "checkpoint": "weights/flownet2.ckpt"},
         # two GPUs per training job (batch sizes >= 2 here): torchrun, gpu=2 on one node
-        "cluster": {"train_gpus": 2}}))
+        "cluster": {"train_gpus": 2, "videos_per_job": videos_per_job}}))
     # The DAG past the index depends on the index (a checkpoint): build it locally first.
     proc = snakemake(work, cfg, "--workflow-profile", "none", "--cores", "1",
                      "results/index/frames.csv")
@@ -130,8 +139,12 @@ def test_slurm_dry_run_prints_resources_and_submits_nothing(tmp_path):
     for module in ("masks.train", "region.train_baseline", "region.train_region"):
         assert f"torchrun --standalone --nproc_per_node 2 -m pipeline.{module} " in out, module
     # gt masks read .mat files: CPU partition, no GPU; model masks on the GPU partition
-    assert sorted(r.get("gpu", "0") for r in jobs["masks"]) == ["0", "1", "1"]
-    assert [r["mem_mb"] for r in jobs["flow"]] == ["12000", "12000"]  # attempt 1
+    model_jobs = 2 if videos_per_job == 1 else 1  # both videos in one shard
+    assert sorted(r.get("gpu", "0") for r in jobs["masks"]) == ["0"] + ["1"] * model_jobs
+    assert {r["mem_mb"] for r in jobs["flow"]} == {"12000"}  # attempt 1
+    prof = yaml.safe_load((PROFILES / "slurm/profile.yaml").read_text())["set-resources"]
+    assert len(jobs["flow"]) == model_jobs
+    assert sum(int(r["runtime"]) for r in jobs["flow"]) == 2 * prof["flow"]["runtime"]
 
 
 def parse_jobs(out: str) -> dict[str, list[dict[str, str]]]:
@@ -141,7 +154,7 @@ def parse_jobs(out: str) -> dict[str, list[dict[str, str]]]:
     for line in out.splitlines():
         m = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
         if m:
-            rule = m.group(1)
+            rule = re.sub(r"_s[0-9a-f]{16}$", "", m.group(1))  # a shard job: its stage
         elif rule and line.strip().startswith("resources:"):
             items = line.split("resources:", 1)[1].split(", ")
             jobs.setdefault(rule, []).append(dict(i.strip().split("=", 1) for i in items))

@@ -110,3 +110,34 @@ def test_region_prediction_refuses_features_of_another_stage1(trained, tmp_path)
                                     stage2=trained["root"] / "stage2.pt", features_dir=bad,
                                     masks_dir=trained["masks"] / "gt", device_name="cpu")
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_one_call_for_several_videos_loads_once_and_writes_the_same(trained, tmp_path,
+                                                                    monkeypatch):
+    """A shard job: one process, one checkpoint load, the same caches as one call a video."""
+    loads = []
+    for module in (features_stage, predict_stage):
+        real = module.load_checkpoint
+        monkeypatch.setattr(module, "load_checkpoint",
+                            lambda *a, real=real: loads.append(a) or real(*a))
+    videos = trained["test_videos"]
+    assert len(videos) >= 2
+    feats = [x for v in videos for x in (f"--video={v}", "--out", str(tmp_path / f"{v}.h5"))]
+    assert features_stage.main([
+        "--index", str(trained["index"]), "--frames-dir", str(trained["frames"]),
+        "--flow-dir", str(trained["flow"]), "--streams", "rgbflow",
+        "--stage1", str(trained["root"] / "stage1.pt"), *feats,
+        "--config-json", _cfg_json()]) == 0
+    assert len(loads) == 1
+    for v in videos:
+        got = read_feature_cache(tmp_path / f"{v}.h5")
+        want = read_feature_cache(trained["root"] / "features" / f"{v}.h5")
+        for f in want.frame_ids:
+            np.testing.assert_array_equal(got.features(f), want.features(f))
+    preds = [x for v in videos for x in (f"--video={v}", "--out", str(tmp_path / "p" / f"{v}.h5"))]
+    assert predict_stage.main([
+        "--model", "region", "--index", str(trained["index"]),
+        "--stage2", str(trained["root"] / "stage2.pt"),
+        "--features-dir", str(trained["root"] / "features"),
+        "--masks-dir", str(trained["masks"] / "gt"), *preds, "--config-json", _cfg_json()]) == 0
+    assert len(loads) == 2 and all((tmp_path / "p" / f"{v}.h5").is_file() for v in videos)

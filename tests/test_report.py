@@ -22,6 +22,7 @@ from pipeline.report import confusion, figures, timing
 from pipeline.report.__main__ import main as report_main
 from pipeline.report.qualitative import select_frames
 from pipeline.report.timing import main as timing_main
+from pipeline.shards import make_shards
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -150,6 +151,30 @@ def test_timing_missing_stage_is_not_run(run, tmp_path):
     assert row.jobs == 0 and np.isnan(row.ms_per_frame)
     assert timing_main(["--index", str(run["index"]), "--benchmarks", str(tmp_path),
                         "--stage", "nosuchrule", "--out", str(out)]) == 1
+
+
+def test_timing_reads_shard_files_and_falls_back_to_one_video_files(run, tmp_path):
+    """cluster.videos_per_job > 1: a shard's s<hex>.tsv counts for all its videos; a shard
+    without one is read from its videos' <video>.tsv (one-video jobs); videos with neither are
+    missing."""
+    frames = run["table"].groupby("video").size()
+    shards = list(make_shards(frames.index, 2).items())
+    assert len(shards) >= 3, "the tiny release must give several shards"
+    (with_file, vids_a), (per_video, vids_b), (absent, vids_c) = shards[:3]
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    rows = {folder / f"{with_file}.tsv": 4.0, folder / f"{vids_b[0]}.tsv": 1.5}
+    for path, s in rows.items():
+        path.write_text(BENCH_HEADER + f"{s}\t0:00:01\t100\t1\t1\t1\t0\t0\t1\t{s / 2}\n")
+    got = timing.stage_timing(tmp_path, run["index"], "flow", videos_per_job=2)
+    n = int(frames[vids_a].sum() + frames[vids_b[0]])
+    rest = sum(len(v) for _, v in shards[3:])
+    assert got["jobs"] == 2 and got["frames"] == n
+    assert got["jobs_missing"] == len(vids_b) - 1 + len(vids_c) + rest
+    assert got["ms_per_frame"] == pytest.approx(1000 * 5.5 / n)
+    # the same files read as one-video jobs: the shard file is not one, so it is not read
+    one = timing.stage_timing(tmp_path, run["index"], "flow", videos_per_job=1)
+    assert one["jobs"] == 1 and one["frames"] == int(frames[vids_b[0]])
 
 
 # -- figures and confusion -----------------------------------------------------------------------

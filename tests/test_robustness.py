@@ -357,7 +357,10 @@ def snakemake(workdir: Path, release: Path, *args: str) -> subprocess.CompletedP
     cfg.write_text(yaml.safe_dump({
         "synthetic": {"enabled": False},
         "dataset": {"release": str(release), "max_videos": 3},
-        "flow": {"backend": "dis", "dis_preset": "ultrafast"}}))
+        "flow": {"backend": "dis", "dis_preset": "ultrafast"},
+        # one job per video: a bad video fails its whole job, and Snakemake removes a failed
+        # job's outputs (in a shard, its other videos' too)
+        "cluster": {"videos_per_job": 1}}))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(cfg), "--workflow-profile", "none",
            "--cores", "2", "--scheduler", "greedy", *args]

@@ -31,13 +31,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.a2d.annotations import write_col_png
+from pipeline.cli import Once, add_video_args, run_videos, video_jobs
 from pipeline.config import add_config_args, config_from_args
 from pipeline.e2e.config import E2EConfig, build_from_config, load_checkpoint, resolve_device
 from pipeline.e2e.data import ClipFrames
@@ -115,31 +117,52 @@ def _numpy_instances(inst: dict[str, torch.Tensor], probs: torch.Tensor) -> dict
     }
 
 
-@torch.no_grad()
-def predict_video(*, checkpoint: str | Path, index: str | Path, video: str,
-                  frames_dir: str | Path, flow_dir: str | Path | None,
-                  out: str | Path | None, png_dir: str | Path | None = None,
-                  detections_out: str | Path | None = None, run_cfg: E2EConfig | None = None,
-                  batch_size: int = 4) -> int:
-    """Predict every annotated frame of ``video``; returns the number of frames.
+@dataclass(frozen=True)
+class Predictor:
+    """An e2e model ready to predict: what a job loads once for all its videos."""
 
-    The architecture comes from the checkpoint; the inference-only keys (:data:`INFERENCE_KEYS`)
-    from ``run_cfg`` when given (so changing a threshold does not need a new model).
-    """
-    if out is None and detections_out is None:
-        raise ValueError("nothing to write: give out and/or detections_out")
+    model: torch.nn.Module  # eval mode, on ``device``
+    cfg: E2EConfig
+    meta: dict
+    device: torch.device
+    checkpoint: Path
+    checkpoint_sha256: str
+
+
+def load_predictor(checkpoint: str | Path, run_cfg: E2EConfig | None = None) -> Predictor:
+    """The model of ``checkpoint``; the inference-only keys (:data:`INFERENCE_KEYS`) from
+    ``run_cfg`` when given (so changing a threshold does not need a new model)."""
     ckpt = Path(checkpoint)
     state, meta, cfg = load_checkpoint(ckpt)
     if run_cfg is not None:
         cfg = replace(cfg, **{k: getattr(run_cfg, k) for k in INFERENCE_KEYS})
     device = resolve_device(cfg.device)
+    model = build_from_config(cfg, meta["variant"], init_weights=False)
+    model.load_state_dict(state)
+    return Predictor(model.to(device).eval(), cfg, meta, device, ckpt, file_sha256(ckpt))
+
+
+@torch.no_grad()
+def predict_video(*, checkpoint: str | Path, index: str | Path, video: str,
+                  frames_dir: str | Path, flow_dir: str | Path | None,
+                  out: str | Path | None, png_dir: str | Path | None = None,
+                  detections_out: str | Path | None = None, run_cfg: E2EConfig | None = None,
+                  batch_size: int = 4, load: Callable[[], Predictor] | None = None) -> int:
+    """Predict every annotated frame of ``video``; returns the number of frames.
+
+    The architecture comes from the checkpoint (:func:`load_predictor`). ``load``: the job's
+    shared loader (``pipeline.cli.Once(load_predictor, ...)``); without it the checkpoint is
+    loaded here.
+    """
+    if out is None and detections_out is None:
+        raise ValueError("nothing to write: give out and/or detections_out")
+    loaded = load() if load is not None else load_predictor(checkpoint, run_cfg)
+    model, cfg, meta, device, ckpt = (loaded.model, loaded.cfg, loaded.meta, loaded.device,
+                                      loaded.checkpoint)
     records = frame_records(read_index(index), "", videos=[video])
     if not records:
         raise DataError(index, f"video {video!r} has no annotated frames in the index")
     variant = meta["variant"]
-    model = build_from_config(cfg, variant, init_weights=False)
-    model.load_state_dict(state)
-    model = model.to(device).eval()
     if model.uses_flow and flow_dir is None:
         raise ValueError(f"variant {variant!r} has a motion stream: pass flow_dir")
     dataset = ClipFrames(records, frames_dir=frames_dir,
@@ -162,7 +185,8 @@ def predict_video(*, checkpoint: str | Path, index: str | Path, video: str,
     zs = meta.get("zero_shot_actor")
     source = f"e2e {variant}" + (f", zero-shot actor {zs}" if zs else "") + \
         (" (masks = filled boxes, no SharpMask)" if variant == "no_mask" else "")
-    attrs = {"variant": variant, "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
+    attrs = {"variant": variant, "checkpoint": str(ckpt),
+             "checkpoint_sha256": loaded.checkpoint_sha256,
              "zero_shot_actor": int(zs or 0)}
     split = records[0].split
     frame_ids = [r.frame for r in records]
@@ -182,27 +206,19 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="e2e checkpoint (.pt)")
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID since ids may start with '-'")
     parser.add_argument("--frames-dir", type=Path, required=True, help="folder of frames caches")
     parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (variants with flow)")
-    parser.add_argument("--out", type=Path, help="prediction cache (.h5) of label maps")
-    parser.add_argument("--png-dir", type=Path, help="folder for the A2D colour PNGs")
-    parser.add_argument("--detections-out", type=Path, help="detections file (.h5) for mAP")
+    # per video: --out (label maps .h5), --png-dir (A2D colour PNGs), --detections-out (.h5)
+    add_video_args(parser, "out", "png_dir", "detections_out")
     add_config_args(parser, "e2e_model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run_cfg = config_from_args(args, E2EConfig, "e2e_model") \
         if args.config or args.config_json else None
-    try:
-        predict_video(checkpoint=args.checkpoint, index=args.index, video=args.video,
-                      frames_dir=args.frames_dir, flow_dir=args.flow_dir, out=args.out,
-                      png_dir=args.png_dir, detections_out=args.detections_out,
-                      run_cfg=run_cfg)
-    except (DataError, ValueError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_videos(log, predict_video, video_jobs(parser, args), config_errors=True,
+                      checkpoint=args.checkpoint, index=args.index, frames_dir=args.frames_dir,
+                      flow_dir=args.flow_dir, run_cfg=run_cfg,
+                      load=Once(load_predictor, args.checkpoint, run_cfg))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@
         --frames results/frames/ID.h5 --weights results/segmenter/model.pt \\
         --out results/masks/model/ID.h5 [--config config.yaml]
 
+Several videos in one process (a shard job; the segmenter is loaded once): repeat ``--video``
+with its ``--out`` (and ``--frames``), or ``--video-list FILE`` with one ``--out`` per line.
+
 Sources (Dang et al. 2018, Table 3):
 
 - ``model``: the segmenter trained by ``train_segmenter`` (``--weights`` its model.pt);
@@ -27,9 +30,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.a2d.annotations import read_annotation
+from pipeline.cli import Once, add_video_args, run_videos, video_jobs
 from pipeline.config import add_config_args, config_from_args, from_dict, load_config, section
 from pipeline.config import defaults as config_defaults
 from pipeline.errors import DataError
@@ -49,12 +54,12 @@ def gt_regions(release: Path, rows) -> dict[int, Regions]:
             for r in rows.itertuples()}
 
 
-def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, source: str,
-                      cfg: MasksConfig, seg: SegmenterConfig) -> dict[int, Regions]:
-    """``{frame: Regions}`` predicted by the segmenter of ``weights`` on the cached frames."""
+def load_segmenter_model(weights: Path, source: str, cfg: MasksConfig,
+                         seg: SegmenterConfig) -> tuple:
+    """(model, class mapping, device) of ``weights``, ready for :func:`segmenter_regions`."""
     # torch is imported here, not at module level: the gt source needs none of it, and the
     # import costs seconds in every one of the per-video jobs.
-    from pipeline.masks.inference import predict_regions, resolve_device, set_postprocessing
+    from pipeline.masks.inference import resolve_device, set_postprocessing
     from pipeline.masks.labels import class_map_for
     from pipeline.masks.weights import load_segmenter
 
@@ -67,6 +72,20 @@ def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, sour
     model.to(device)
     log.info("segmenter %s: ResNet-%d FPN, %d classes, device %s", weights, arch["depth"],
              arch["num_classes"], device)
+    return model, mapping, device
+
+
+def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, source: str,
+                      cfg: MasksConfig, seg: SegmenterConfig,
+                      load: Callable[[], tuple] | None = None) -> dict[int, Regions]:
+    """``{frame: Regions}`` predicted by the segmenter of ``weights`` on the cached frames.
+
+    ``load``: the job's shared loader (``pipeline.cli.Once(load_segmenter_model, ...)``: a shard
+    job loads its model once); without it the model is loaded here."""
+    from pipeline.masks.inference import predict_regions
+
+    model, mapping, device = load() if load is not None else \
+        load_segmenter_model(weights, source, cfg, seg)
     out: dict[int, Regions] = {}
     with read_frames_cache(frames_h5) as cache:
         missing = [f for f in frame_ids if f not in cache]
@@ -81,7 +100,8 @@ def segmenter_regions(frames_h5: Path, frame_ids: list[int], weights: Path, sour
 
 def run_video(video: str, source: str, *, index: Path, out: Path, cfg: MasksConfig,
               seg: SegmenterConfig | None = None, release: Path | None = None,
-              frames: Path | None = None, weights: Path | None = None) -> dict[int, Regions]:
+              frames: Path | None = None, weights: Path | None = None,
+              load: Callable[[], tuple] | None = None) -> dict[int, Regions]:
     """Compute and write the masks cache of one video; return its regions."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
@@ -98,7 +118,7 @@ def run_video(video: str, source: str, *, index: Path, out: Path, cfg: MasksConf
         if frames is None or weights is None or seg is None:
             raise ValueError(f"source {source} needs --frames, --weights and the segmenter config")
         regions = segmenter_regions(frames, sorted(int(f) for f in rows.frame), weights, source,
-                                    cfg, seg)
+                                    cfg, seg, load)
         checkpoint, sha = str(weights), file_sha256(weights)
     sizes = {reg.size for reg in regions.values()}
     if len(sizes) != 1:
@@ -125,13 +145,10 @@ def _configs(args: argparse.Namespace) -> tuple[MasksConfig, SegmenterConfig]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.masks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID (ids may start with '-')")
     parser.add_argument("--source", required=True, choices=SOURCES)
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV")
-    parser.add_argument("--out", type=Path, required=True, help="masks cache to write")
     parser.add_argument("--release", type=Path, help="A2D Release/ folder (source gt)")
-    parser.add_argument("--frames", type=Path, help="the video's frames cache (model, checkpoint)")
+    add_video_args(parser, "out", "frames", required=("out",))
     parser.add_argument("--weights", type=Path,
                         help="segmenter weights: model.pt (model) or segmenter.checkpoint")
     parser.add_argument("--segmenter-json", metavar="JSON",
@@ -145,14 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    jobs = video_jobs(parser, args)
     try:
         cfg, seg = _configs(args)
-        run_video(args.video, args.source, index=args.index, out=args.out, cfg=cfg, seg=seg,
-                  release=args.release, frames=args.frames, weights=args.weights)
-    except (DataError, ValueError) as exc:
+    except ValueError as exc:
         log.error("%s", exc)
         return 1
-    return 0
+    return run_videos(log, run_video, jobs, config_errors=True, source=args.source,
+                      index=args.index, cfg=cfg, seg=seg, release=args.release,
+                      weights=args.weights,
+                      load=None if args.source == "gt" else
+                      Once(load_segmenter_model, args.weights, args.source, cfg, seg))
 
 
 if __name__ == "__main__":

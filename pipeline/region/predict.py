@@ -15,6 +15,8 @@ taken after resizing the logits to the clip's native size.
         --out results/predictions/region_rgbflow_model/ID.h5 \\
         --png-dir results/predictions/region_rgbflow_model/png/ID
 
+Several videos in one process (a shard job): repeat ``--video=ID --out PATH --png-dir DIR``.
+
 Output (``docs/architecture.md``): ``labels`` (A, H, W) uint8 gzip, chunks (1, H, W) at the
 clip's size and ``frame_ids`` (A,) int32, plus one A2D colour PNG per frame in ``--png-dir``.
 """
@@ -24,13 +26,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.a2d.annotations import write_col_png
-from pipeline.cli import run_stage, setup_logging
+from pipeline.cli import Once, add_video_args, run_videos, setup_logging, video_jobs
 from pipeline.config import add_config_args, config_from_args
 from pipeline.errors import DataError
 from pipeline.h5cache import create_cache
@@ -78,39 +82,67 @@ def write_predictions(out: str | Path, png_dir: str | Path | None, *, video: str
             write_col_png(png_dir / f"{fid:05d}.png", lab)
 
 
+@dataclass(frozen=True)
+class Predictor:
+    """A trained network ready to predict: what a job loads once for all its videos."""
+
+    net: torch.nn.Module  # eval mode, on ``device``
+    cfg: RegionConfig
+    meta: dict
+    device: torch.device
+    checkpoint: Path
+    checkpoint_sha256: str
+
+
+def load_predictor(model: str, checkpoint: str | Path, device_name: str = "auto") -> Predictor:
+    """The ``model`` ("baseline": a stage-1, "region": a stage-2 checkpoint) of ``checkpoint``."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    ckpt = Path(checkpoint)
+    if model == "baseline":
+        state, meta, cfg = load_checkpoint(ckpt, "stage1")
+        net = build_stage1_model(cfg, meta["streams"])
+    else:
+        state, meta, cfg = load_checkpoint(ckpt, "stage2")
+        net = build_stage2_model(cfg, int(meta["in_channels"]))
+    net.load_state_dict(state)
+    device = resolve_device(device_name)
+    return Predictor(net.to(device).eval(), cfg, meta, device, ckpt, file_sha256(ckpt))
+
+
 @torch.no_grad()
 def predict_video(*, model: str, index: str | Path, video: str, out: str | Path,
                   png_dir: str | Path | None, stage1: str | Path | None = None,
                   frames_dir: str | Path | None = None, flow_dir: str | Path | None = None,
                   stage2: str | Path | None = None, features_dir: str | Path | None = None,
                   masks_dir: str | Path | None = None, device_name: str = "auto",
-                  batch_size: int = 4) -> Path:
-    """Predict every annotated frame of ``video`` and write ``out`` (and the PNGs)."""
+                  batch_size: int = 4, load: Callable[[], Predictor] | None = None) -> Path:
+    """Predict every annotated frame of ``video`` and write ``out`` (and the PNGs).
+
+    ``load``: the job's shared loader of the checkpoint (``pipeline.cli.Once(load_predictor,
+    ...)``); without it the checkpoint (stage1 or stage2) is loaded here.
+    """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    device = resolve_device(device_name)
+    if model == "baseline" and (stage1 is None or frames_dir is None):
+        raise ValueError("the baseline needs stage1 and frames_dir")
+    if model == "region" and (stage2 is None or features_dir is None or masks_dir is None):
+        raise ValueError("the region model needs stage2, features_dir and masks_dir")
+    loaded = load() if load is not None else \
+        load_predictor(model, stage1 if model == "baseline" else stage2, device_name)
+    net, cfg, meta, device = loaded.net, loaded.cfg, loaded.meta, loaded.device
+    ckpt, streams = loaded.checkpoint, meta["streams"]
     records = frame_records(read_index(index), "", videos=[video])
     if not records:
         raise DataError(index, f"video {video!r} has no annotated frames in the index")
     if model == "baseline":
-        if stage1 is None or frames_dir is None:
-            raise ValueError("the baseline needs stage1 and frames_dir")
-        ckpt = Path(stage1)
-        state, meta, cfg = load_checkpoint(ckpt, "stage1")
-        streams = meta["streams"]
         if streams == "rgbflow" and flow_dir is None:
             raise ValueError("a two-stream baseline needs flow_dir")
         dataset = RegionFrames(records, cfg.input_size, frames_dir=frames_dir,
                                flow_dir=flow_dir if streams == "rgbflow" else None,
                                labels=False, flow_max_px=cfg.frontend.flow_max_px)
-        net = build_stage1_model(cfg, streams)
         source = f"baseline {streams}"
     else:
-        if stage2 is None or features_dir is None or masks_dir is None:
-            raise ValueError("the region model needs stage2, features_dir and masks_dir")
-        ckpt = Path(stage2)
-        state, meta, cfg = load_checkpoint(ckpt, "stage2")
-        streams = meta["streams"]
         cache = read_feature_cache(Path(features_dir) / f"{video}.h5")
         if cache.stage1_sha256 != meta["stage1_sha256"]:
             raise DataError(cache.path, "features come from another stage-1 checkpoint than the "
@@ -118,10 +150,7 @@ def predict_video(*, model: str, index: str | Path, video: str, out: str | Path,
         dataset = RegionFrames(records, cfg.input_size, features_dir=features_dir,
                                mask_dirs=[masks_dir], labels=False,
                                min_mask_score=cfg.stage2.min_mask_score)
-        net = build_stage2_model(cfg, int(meta["in_channels"]))
         source = f"region {streams}, masks {Path(masks_dir).name}"
-    net.load_state_dict(state)
-    net = net.to(device).eval()
     dtype = autocast_dtype(device, cfg.amp)
     labels: list[np.ndarray] = []
     for start in range(0, len(dataset), batch_size):
@@ -140,7 +169,7 @@ def predict_video(*, model: str, index: str | Path, video: str, out: str | Path,
     write_predictions(out, png_dir, video=video, labels=labels,
                       frame_ids=[r.frame for r in records], config=cfg, source=source,
                       model=model, streams=streams, checkpoint=str(ckpt),
-                      checkpoint_sha256=file_sha256(ckpt),
+                      checkpoint_sha256=loaded.checkpoint_sha256,
                       masks=str(masks_dir) if masks_dir is not None else "",
                       split=records[0].split)
     log.info("%s: %s predicted %d frames at %dx%d", video, source, len(labels), *labels[0].shape)
@@ -152,25 +181,26 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, required=True)
     parser.add_argument("--index", type=Path, required=True, help="frame index CSV (stage index)")
-    parser.add_argument("--video", required=True,
-                        help="video id; write --video=ID since ids may start with '-'")
     parser.add_argument("--stage1", type=Path, help="stage-1 checkpoint (baseline)")
     parser.add_argument("--frames-dir", type=Path, help="folder of frames caches (baseline)")
     parser.add_argument("--flow-dir", type=Path, help="folder of flow caches (two-stream baseline)")
     parser.add_argument("--stage2", type=Path, help="stage-2 checkpoint (region)")
     parser.add_argument("--features-dir", type=Path, help="folder of feature caches (region)")
     parser.add_argument("--masks-dir", type=Path, help="folder of region masks caches (region)")
-    parser.add_argument("--out", type=Path, required=True, help="prediction cache (.h5)")
-    parser.add_argument("--png-dir", type=Path, help="folder for the A2D colour PNGs")
+    # per video: --out (prediction cache .h5) and --png-dir (folder of A2D colour PNGs)
+    add_video_args(parser, "out", "png_dir", required=("out",))
     add_config_args(parser, "region_model")
     args = parser.parse_args(argv)
     setup_logging()
     cfg = config_from_args(args, RegionConfig, "region_model")
-    return run_stage(log, predict_video, model=args.model, index=args.index, video=args.video,
-                     out=args.out, png_dir=args.png_dir, stage1=args.stage1,
-                     frames_dir=args.frames_dir, flow_dir=args.flow_dir, stage2=args.stage2,
-                     features_dir=args.features_dir, masks_dir=args.masks_dir,
-                     device_name=cfg.device)
+    return run_videos(log, predict_video, video_jobs(parser, args), model=args.model,
+                      index=args.index, stage1=args.stage1, frames_dir=args.frames_dir,
+                      flow_dir=args.flow_dir, stage2=args.stage2,
+                      features_dir=args.features_dir, masks_dir=args.masks_dir,
+                      device_name=cfg.device,
+                      load=Once(load_predictor, args.model,
+                                args.stage1 if args.model == "baseline" else args.stage2,
+                                cfg.device))
 
 
 if __name__ == "__main__":

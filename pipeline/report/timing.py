@@ -6,15 +6,19 @@
         [--stage predict_baseline/rgbflow] --out results/tables/timing   # timing.md + timing.csv
 
 Each ``--stage RULE[/VARIANT]`` names a benchmark folder ``BENCHMARKS/RULE[/VARIANT]/`` holding
-one ``<video>.tsv`` per job (``benchmark:`` of the per-video rules, ``docs/architecture.md``).
-The files read are exactly those of the videos the rule runs on, taken from the frame index
-(every video, or the test videos for the ``predict_*`` rules), never a directory listing; a
-missing file is counted and reported, not guessed.
+one file per job (``benchmark:`` of the per-video rules, ``docs/architecture.md``): ``<video>.tsv``
+for a one-video job, ``s<16 hex>.tsv`` for a shard job of ``--videos-per-job`` videos
+(``cluster.videos_per_job``, :mod:`pipeline.shards`). The files read are exactly those of the
+videos the rule runs on, taken from the frame index (every video, or the test videos for the
+``predict_*`` rules) and cut into the same shards as the workflow, never a directory listing: a
+shard's file where it exists, else its videos' one-video files; a missing file is counted and
+reported, not guessed.
 
 Time per frame = the jobs' wall seconds (column ``s``; the mean over rows when a benchmark was
-repeated) summed, divided by the frames those jobs processed: the video's annotated frames in the
-index (the flow stage also computes the flow of their context frames). It includes each job's
-fixed cost (interpreter start, imports, model load), which dominates on small clips.
+repeated) summed, divided by the frames those jobs processed: the annotated frames of the jobs'
+videos in the index (the flow stage also computes the flow of their context frames). It includes
+each job's fixed cost (interpreter start, imports, model load), which dominates on small clips
+and is paid once per shard with ``cluster.videos_per_job`` > 1.
 
 Reference (Dang et al. 2018, section 4 "Computational complexity", one K80 GPU + one CPU core):
 flow (FlowNet) 350 ms, region masks (FCIS) 300 ms, region-based network inference 450 ms per
@@ -35,6 +39,7 @@ import pandas as pd
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.errors import DataError
 from pipeline.index import read_index
+from pipeline.shards import make_shards
 
 log = logging.getLogger("pipeline.report.timing")
 DASH = "–"
@@ -110,30 +115,53 @@ def rule_of(stage: str) -> str:
     return stage.split("/", 1)[0]
 
 
-def stage_timing(benchmarks: Path, index: Path, stage: str) -> dict:
-    """The timing row of one ``RULE[/VARIANT]`` (``ms_per_frame`` None when no job ran)."""
+def job_files(folder: Path, frames: dict[str, int], videos_per_job: int) -> tuple[
+        list[tuple[Path, int]], int]:
+    """``([(benchmark file, frames of its videos)], videos without a file)`` of one stage.
+
+    The videos are cut into the workflow's shards (``make_shards``); a shard's own file
+    ``s<hex>.tsv`` counts for all its videos, else each video's ``<video>.tsv`` (a one-video
+    job: ``videos_per_job`` 1, or a video outside the shards planned when the run started).
+    """
+    found, missing = [], 0
+    for name, vids in make_shards(frames, videos_per_job).items():
+        shard = folder / f"{name}.tsv"
+        if videos_per_job > 1 and shard.is_file():
+            found.append((shard, sum(frames[v] for v in vids)))
+            continue
+        for v in vids:
+            path = folder / f"{v}.tsv"
+            if path.is_file():
+                found.append((path, frames[v]))
+            else:
+                missing += 1
+    return found, missing
+
+
+def stage_timing(benchmarks: Path, index: Path, stage: str, videos_per_job: int = 1) -> dict:
+    """The timing row of one ``RULE[/VARIANT]`` (``ms_per_frame`` None when no job ran).
+
+    ``jobs``: benchmark files read; ``jobs_missing``: videos without one."""
     rule = rule_of(stage)
     if rule not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; timed rules: {sorted(STAGES)}")
     spec = STAGES[rule]
-    expected = frames_per_video(index, spec.split)
+    found, missing = job_files(benchmarks / stage, frames_per_video(index, spec.split),
+                               videos_per_job)
     seconds = cpu = 0.0
-    frames = jobs = 0
+    frames = 0
     rss = []
-    for video, n in expected.items():
-        path = benchmarks / stage / f"{video}.tsv"
-        if not path.is_file():
-            continue
+    for path, n in found:
         bench = read_benchmark(path)
         seconds += bench["s"]
         cpu += bench["cpu_time"] if np.isfinite(bench["cpu_time"]) else 0.0
         if np.isfinite(bench["max_rss"]):
             rss.append(bench["max_rss"])
         frames += n
-        jobs += 1
+    jobs = len(found)
     ran = frames > 0
     return {
-        "stage": stage, "what": spec.what, "jobs": jobs, "jobs_missing": len(expected) - jobs,
+        "stage": stage, "what": spec.what, "jobs": jobs, "jobs_missing": missing,
         "frames": frames, "seconds": seconds if ran else None,
         "ms_per_frame": 1000.0 * seconds / frames if ran else None,
         "cpu_ms_per_frame": 1000.0 * cpu / frames if ran else None,
@@ -163,9 +191,10 @@ def total_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def timing_table(benchmarks: Path, index: Path, stages: list[str]) -> pd.DataFrame:
+def timing_table(benchmarks: Path, index: Path, stages: list[str],
+                 videos_per_job: int = 1) -> pd.DataFrame:
     """One row per stage, then the totals; columns :data:`COLUMNS`."""
-    rows = [stage_timing(benchmarks, index, s) for s in stages]
+    rows = [stage_timing(benchmarks, index, s, videos_per_job) for s in stages]
     return pd.DataFrame(rows + total_rows(rows), columns=list(COLUMNS))
 
 
@@ -186,7 +215,7 @@ def timing_markdown(table: pd.DataFrame, index: Path, benchmarks: Path) -> str:
         "Paper: Dang et al. 2018, section 4 (K80 GPU, one CPU core, A2D), reference only: "
         "different hardware and data.",
         "",
-        "| stage | what | jobs (missing) | frames | ours ms/frame | ours CPU ms/frame "
+        "| stage | what | jobs (videos missing) | frames | ours ms/frame | ours CPU ms/frame "
         "| max RSS MB | paper ms/frame | paper step |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -208,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the benchmark root (results/benchmarks)")
     parser.add_argument("--stage", action="append", required=True, metavar="RULE[/VARIANT]",
                         help=f"benchmark folder to time, repeatable; rules: {sorted(STAGES)}")
+    parser.add_argument("--videos-per-job", type=int, default=1, metavar="N",
+                        help="cluster.videos_per_job of the run: shard benchmark files s<hex>.tsv")
     parser.add_argument("--out", type=Path, required=True,
                         help="output path without suffix: writes OUT.md and OUT.csv")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        table = timing_table(args.benchmarks, args.index, args.stage)
+        table = timing_table(args.benchmarks, args.index, args.stage, args.videos_per_job)
     except (DataError, ValueError) as exc:
         log.error("%s", exc)
         return 1
@@ -223,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(tmp, index=False, float_format="%.3f")
     for row in table.itertuples():
         if pd.notna(row.jobs_missing) and row.jobs_missing:  # totals rows have none
-            log.warning("%s: %d job(s) without a benchmark file", row.stage,
+            log.warning("%s: %d video(s) without a benchmark file", row.stage,
                         int(row.jobs_missing))
     log.info("wrote %s.md and .csv (%d stages)", args.out, len(args.stage))
     return 0

@@ -26,8 +26,16 @@ wildcard_constraints:
     zs_actor="|".join(ZS_ACTORS),
 
 
+# e2e_model.weights "segmenter": start from the Mask R-CNN trained here (rule train_segmenter);
+# the stage only ever sees a path, the model file, which is also an input of the training.
+E2E_FROM_SEGMENTER = E2E.get("weights") == "segmenter"
+SEGMENTER_MODEL = f"{RES}/segmenter/model.pt"
+
+
 def e2e_train_cfg():
     train = {k: v for k, v in E2E.items() if k not in E2E_INFERENCE_KEYS}
+    if E2E_FROM_SEGMENTER:
+        train["weights"] = SEGMENTER_MODEL
     return json.dumps(train, sort_keys=True, separators=(",", ":"))
 
 
@@ -38,6 +46,8 @@ def e2e_uses_flow(variant):
 def e2e_train_inputs(variant):
     def inputs(wc):
         out = {"frames": [f"{RES}/frames/{v}.h5" for v in videos("train")]}
+        if E2E_FROM_SEGMENTER:
+            out["segmenter"] = SEGMENTER_MODEL
         if e2e_uses_flow(variant or wc.variant):
             out["flow"] = [f"{RES}/flow/{v}.h5" for v in videos("train")]
         return out
@@ -48,8 +58,11 @@ def e2e_flow_arg(variant):
     return lambda wc: f"--flow-dir {RES}/flow" if e2e_uses_flow(variant or wc.variant) else ""
 
 
-def e2e_video_flow(variant):
-    return lambda wc: [f"{RES}/flow/{wc.video}.h5"] if e2e_uses_flow(variant or wc.variant) else []
+def e2e_video_flow(videos):
+    """The flow caches of a predict job's videos (none for the variants without flow)."""
+    flow = job_files(videos, f"{RES}/flow/{{video}}.h5")
+    return lambda wc: [f.format(video=wc.get("video")) for f in flow] \
+        if e2e_uses_flow(wc.variant) else []
 
 
 def e2e_test_detections(pattern):
@@ -119,64 +132,86 @@ rule e2e_train_zero_shot:
         " --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
-rule e2e_predict:
-    input:
-        ckpt=f"{E2E_DIR}/{{variant}}/model.pt",
-        index=f"{RES}/index/frames.csv",
-        frames=f"{RES}/frames/{{video}}.h5",
-        flow=e2e_video_flow(None),
-    output:
-        h5=f"{RES}/predictions/e2e_{{variant}}/{{video}}.h5",
-        png=directory(f"{RES}/predictions/e2e_{{variant}}/png/{{video}}"),
-        det=f"{RES}/predictions/e2e_{{variant}}/detections/{{video}}.h5",
-    params:
-        flow=e2e_flow_arg(None),
-        cfg=cfg_json("e2e_model"),
-        code=code("pipeline.e2e.predict"),
-    log:
-        f"{LOGS}/e2e_predict/{{variant}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/e2e_predict/{{variant}}/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=E2E_GPU,
-    conda:
-        "../../envs/actorseg.yaml"
-    shell:
-        "python -m pipeline.e2e.predict --checkpoint {input.ckpt:q} --index {input.index:q}"
-        " --video={wildcards.video:q} --frames-dir {RES}/frames {params.flow}"
-        " --out {output.h5:q} --png-dir {output.png:q} --detections-out {output.det:q}"
-        " --config-json {params.cfg:q} > {log:q} 2>&1"
+# Predictions are asked for test videos: shards of the test split (other videos: per video).
+for _suffix, _job, _vids in video_jobs("test"):
 
+    rule:
+        name:
+            f"e2e_predict{_suffix}"
+        input:
+            ckpt=f"{E2E_DIR}/{{variant}}/model.pt",
+            index=f"{RES}/index/frames.csv",
+            frames=job_files(_vids, f"{RES}/frames/{{video}}.h5"),
+            flow=e2e_video_flow(_vids),
+        output:
+            h5=job_files(_vids, f"{RES}/predictions/e2e_{{variant}}/{{video}}.h5"),
+            png=[directory(d) for d in
+                 job_files(_vids, f"{RES}/predictions/e2e_{{variant}}/png/{{video}}")],
+            det=job_files(_vids, f"{RES}/predictions/e2e_{{variant}}/detections/{{video}}.h5"),
+        wildcard_constraints:
+            video=unsharded_video_re("test"),
+        params:
+            videos=job_args(
+                _vids, ("--video", "{video}"),
+                ("--out", f"{RES}/predictions/e2e_{{variant}}/{{video}}.h5"),
+                ("--png-dir", f"{RES}/predictions/e2e_{{variant}}/png/{{video}}"),
+                ("--detections-out", f"{RES}/predictions/e2e_{{variant}}/detections/{{video}}.h5")),
+            flow=e2e_flow_arg(None),
+            cfg=cfg_json("e2e_model"),
+            code=code("pipeline.e2e.predict"),
+        log:
+            f"{LOGS}/e2e_predict/{{variant}}/{_job}.log",
+        benchmark:
+            f"{BENCH}/e2e_predict/{{variant}}/{_job}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20 * job_size(_vids),
+            gpu=E2E_GPU,
+        conda:
+            "../../envs/actorseg.yaml"
+        shell:
+            "python -m pipeline.e2e.predict --checkpoint {input.ckpt:q} --index {input.index:q}"
+            " {params.videos} --frames-dir {RES}/frames {params.flow}"
+            " --config-json {params.cfg:q} > {log:q} 2>&1"
 
-rule e2e_predict_zero_shot:
-    input:
-        ckpt=f"{E2E_DIR}/zeroshot/{{zs_actor}}/model.pt",
-        index=f"{RES}/index/frames.csv",
-        frames=f"{RES}/frames/{{video}}.h5",
-        flow=f"{RES}/flow/{{video}}.h5",
-    output:
-        det=f"{E2E_DIR}/zeroshot/{{zs_actor}}/detections/{{video}}.h5",
-    params:
-        cfg=cfg_json("e2e_model"),
-        code=code("pipeline.e2e.predict"),
-    log:
-        f"{LOGS}/e2e_predict_zero_shot/{{zs_actor}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/e2e_predict_zero_shot/{{zs_actor}}/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=E2E_GPU,
-    conda:
-        "../../envs/actorseg.yaml"
-    shell:
-        "python -m pipeline.e2e.predict --checkpoint {input.ckpt:q} --index {input.index:q}"
-        " --video={wildcards.video:q} --frames-dir {RES}/frames --flow-dir {RES}/flow"
-        " --detections-out {output.det:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+    shard_profile_resources("e2e_predict", _suffix, _vids)
+
+    rule:
+        name:
+            f"e2e_predict_zero_shot{_suffix}"
+        input:
+            ckpt=f"{E2E_DIR}/zeroshot/{{zs_actor}}/model.pt",
+            index=f"{RES}/index/frames.csv",
+            frames=job_files(_vids, f"{RES}/frames/{{video}}.h5"),
+            flow=job_files(_vids, f"{RES}/flow/{{video}}.h5"),
+        output:
+            det=job_files(_vids, f"{E2E_DIR}/zeroshot/{{zs_actor}}/detections/{{video}}.h5"),
+        wildcard_constraints:
+            video=unsharded_video_re("test"),
+        params:
+            videos=job_args(
+                _vids, ("--video", "{video}"),
+                ("--detections-out", f"{E2E_DIR}/zeroshot/{{zs_actor}}/detections/{{video}}.h5")),
+            cfg=cfg_json("e2e_model"),
+            code=code("pipeline.e2e.predict"),
+        log:
+            f"{LOGS}/e2e_predict_zero_shot/{{zs_actor}}/{_job}.log",
+        benchmark:
+            f"{BENCH}/e2e_predict_zero_shot/{{zs_actor}}/{_job}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20 * job_size(_vids),
+            gpu=E2E_GPU,
+        conda:
+            "../../envs/actorseg.yaml"
+        shell:
+            "python -m pipeline.e2e.predict --checkpoint {input.ckpt:q} --index {input.index:q}"
+            " {params.videos} --frames-dir {RES}/frames --flow-dir {RES}/flow"
+            " --config-json {params.cfg:q} > {log:q} 2>&1"
+
+    shard_profile_resources("e2e_predict_zero_shot", _suffix, _vids)
 
 
 rule e2e_detect_eval:

@@ -20,25 +20,35 @@ def segmenter_checkpoint():
     return SEG["checkpoint"]
 
 
-def masks_inputs(wildcards):
+def masks_inputs(videos):
     """model -> the trained segmenter and the frames; checkpoint -> the user's file and the
     frames; gt -> the annotations (the release)."""
-    inputs = {"index": rules.index.output.csv}
-    if wildcards.source == "gt":
-        inputs["release"] = release_input()
-    else:
-        inputs["frames"] = f"{RES}/frames/{wildcards.video}.h5"
-        inputs["weights"] = (rules.train_segmenter.output.model if wildcards.source == "model"
-                             else segmenter_checkpoint())
+
+    def inputs(wildcards):
+        out = {"index": rules.index.output.csv}
+        if wildcards.source == "gt":
+            out["release"] = release_input()
+        else:
+            out["frames"] = [f.format(video=wildcards.get("video")) for f in
+                             job_files(videos, f"{RES}/frames/{{video}}.h5")]
+            out["weights"] = (rules.train_segmenter.output.model if wildcards.source == "model"
+                              else segmenter_checkpoint())
+        return out
+
     return inputs
 
 
-def masks_args(wildcards, input):
+def masks_args(videos):
     """Source-specific command-line arguments, quoted for the shell."""
-    if wildcards.source == "gt":
-        return f"--release {shlex.quote(input.release)}"
-    return (f"--frames {shlex.quote(input.frames)} --weights {shlex.quote(input.weights)}"
-            f" --segmenter-json {shlex.quote(cfg_json('segmenter'))}")
+    frames = job_args(videos, ("--frames", f"{RES}/frames/{{video}}.h5"))
+
+    def args(wildcards, input):
+        if wildcards.source == "gt":
+            return f"--release {shlex.quote(input.release)}"
+        return (f"{frames(wildcards)} --weights {shlex.quote(input.weights)}"
+                f" --segmenter-json {shlex.quote(cfg_json('segmenter'))}")
+
+    return args
 
 
 rule train_segmenter:
@@ -74,32 +84,41 @@ rule train_segmenter:
         " > {log:q} 2>&1"
 
 
-rule masks:
-    input:
-        unpack(masks_inputs),
-    output:
-        f"{RES}/masks/{{source}}/{{video}}.h5",
-    wildcard_constraints:
-        source="|".join(MASK_SOURCES),
-    params:
-        args=masks_args,
-        cfg=cfg_json("masks"),
-        code=code("pipeline.masks.run"),
-    log:
-        f"{LOGS}/masks/{{source}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/masks/{{source}}/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-        gpu=lambda wc: 0 if wc.source == "gt" else SEG_GPU,
-    conda:
-        "../../envs/actorseg.yaml"
-    shell:
-        "python -m pipeline.masks.run --video={wildcards.video:q} --source {wildcards.source}"
-        " --index {input.index:q} --out {output:q} {params.args} --threads {threads}"
-        " --config-json {params.cfg:q} > {log:q} 2>&1"
+for _suffix, _job, _vids in video_jobs():
+
+    rule:
+        name:
+            f"masks{_suffix}"
+        input:
+            unpack(masks_inputs(_vids)),
+        output:
+            job_files(_vids, f"{RES}/masks/{{source}}/{{video}}.h5"),
+        wildcard_constraints:
+            source="|".join(MASK_SOURCES),
+            video=unsharded_video_re(),
+        params:
+            args=masks_args(_vids),
+            videos=job_args(_vids, ("--video", "{video}"),
+                            ("--out", f"{RES}/masks/{{source}}/{{video}}.h5")),
+            cfg=cfg_json("masks"),
+            code=code("pipeline.masks.run"),
+        log:
+            f"{LOGS}/masks/{{source}}/{_job}.log",
+        benchmark:
+            f"{BENCH}/masks/{{source}}/{_job}.tsv"
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=20 * job_size(_vids),
+            gpu=lambda wc: 0 if wc.source == "gt" else SEG_GPU,
+        conda:
+            "../../envs/actorseg.yaml"
+        shell:
+            "python -m pipeline.masks.run {params.videos} --source {wildcards.source}"
+            " --index {input.index:q} {params.args} --threads {threads}"
+            " --config-json {params.cfg:q} > {log:q} 2>&1"
+
+    shard_profile_resources("masks", _suffix, _vids)
 
 
 rule all_masks:

@@ -47,8 +47,10 @@ def flow_dir_arg(wc):
     return f"--flow-dir {RES}/flow" if wc.streams == "rgbflow" else ""
 
 
-def video_flow_input(wc):
-    return [f"{RES}/flow/{wc.video}.h5"] if wc.streams == "rgbflow" else []
+def video_flow_input(videos):
+    flow = job_files(videos, f"{RES}/flow/{{video}}.h5")
+    return lambda wc: [f.format(video=wc.get("video")) for f in flow] \
+        if wc.streams == "rgbflow" else []
 
 
 rule region_stage1:
@@ -83,33 +85,43 @@ rule region_stage1:
         " --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
-rule region_features:
-    input:
-        stage1=f"{RM}/{{streams}}/stage1.pt",
-        index=f"{RES}/index/frames.csv",
-        frames=f"{RES}/frames/{{video}}.h5",
-        flow=video_flow_input,
-    output:
-        f"{RM}/{{streams}}/features/{{video}}.h5",
-    params:
-        flow=flow_dir_arg,
-        cfg=cfg_json("region_model"),
-        code=code("pipeline.region.features"),
-    log:
-        f"{LOGS}/region_features/{{streams}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/region_features/{{streams}}/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=REGION_GPU,
-    conda:
-        "../../envs/actorseg.yaml"
-    shell:
-        "python -m pipeline.region.features --index {input.index:q} --video={wildcards.video:q}"
-        " --frames-dir {RES}/frames {params.flow} --streams {wildcards.streams}"
-        " --stage1 {input.stage1:q} --out {output:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+for _suffix, _job, _vids in video_jobs():
+
+    rule:
+        name:
+            f"region_features{_suffix}"
+        input:
+            stage1=f"{RM}/{{streams}}/stage1.pt",
+            index=f"{RES}/index/frames.csv",
+            frames=job_files(_vids, f"{RES}/frames/{{video}}.h5"),
+            flow=video_flow_input(_vids),
+        output:
+            job_files(_vids, f"{RM}/{{streams}}/features/{{video}}.h5"),
+        wildcard_constraints:
+            video=unsharded_video_re(),
+        params:
+            videos=job_args(_vids, ("--video", "{video}"),
+                            ("--out", f"{RM}/{{streams}}/features/{{video}}.h5")),
+            flow=flow_dir_arg,
+            cfg=cfg_json("region_model"),
+            code=code("pipeline.region.features"),
+        log:
+            f"{LOGS}/region_features/{{streams}}/{_job}.log",
+        benchmark:
+            f"{BENCH}/region_features/{{streams}}/{_job}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20 * job_size(_vids),
+            gpu=REGION_GPU,
+        conda:
+            "../../envs/actorseg.yaml"
+        shell:
+            "python -m pipeline.region.features --index {input.index:q} {params.videos}"
+            " --frames-dir {RES}/frames {params.flow} --streams {wildcards.streams}"
+            " --stage1 {input.stage1:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+
+    shard_profile_resources("region_features", _suffix, _vids)
 
 
 def region_stage2_inputs(wc):
@@ -155,66 +167,88 @@ rule region_stage2:
         " --out {output.ckpt:q} --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
-rule predict_baseline:
-    input:
-        stage1=f"{RM}/{{streams}}/stage1.pt",
-        index=f"{RES}/index/frames.csv",
-        frames=f"{RES}/frames/{{video}}.h5",
-        flow=video_flow_input,
-    output:
-        h5=f"{RES}/predictions/baseline_{{streams}}/{{video}}.h5",
-        png=directory(f"{RES}/predictions/baseline_{{streams}}/png/{{video}}"),
-    params:
-        flow=flow_dir_arg,
-        cfg=cfg_json("region_model"),
-        code=code("pipeline.region.predict"),
-    log:
-        f"{LOGS}/predict_baseline/{{streams}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/predict_baseline/{{streams}}/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=REGION_GPU,
-    conda:
-        "../../envs/actorseg.yaml"
-    shell:
-        "python -m pipeline.region.predict --model baseline --index {input.index:q}"
-        " --video={wildcards.video:q} --stage1 {input.stage1:q} --frames-dir {RES}/frames"
-        " {params.flow} --out {output.h5:q} --png-dir {output.png:q}"
-        " --config-json {params.cfg:q} > {log:q} 2>&1"
+# Predictions are asked for test videos: shards of the test split (other videos: per video).
+for _suffix, _job, _vids in video_jobs("test"):
 
+    rule:
+        name:
+            f"predict_baseline{_suffix}"
+        input:
+            stage1=f"{RM}/{{streams}}/stage1.pt",
+            index=f"{RES}/index/frames.csv",
+            frames=job_files(_vids, f"{RES}/frames/{{video}}.h5"),
+            flow=video_flow_input(_vids),
+        output:
+            h5=job_files(_vids, f"{RES}/predictions/baseline_{{streams}}/{{video}}.h5"),
+            png=[directory(d) for d in
+                 job_files(_vids, f"{RES}/predictions/baseline_{{streams}}/png/{{video}}")],
+        wildcard_constraints:
+            video=unsharded_video_re("test"),
+        params:
+            videos=job_args(_vids, ("--video", "{video}"),
+                            ("--out", f"{RES}/predictions/baseline_{{streams}}/{{video}}.h5"),
+                            ("--png-dir", f"{RES}/predictions/baseline_{{streams}}/png/{{video}}")),
+            flow=flow_dir_arg,
+            cfg=cfg_json("region_model"),
+            code=code("pipeline.region.predict"),
+        log:
+            f"{LOGS}/predict_baseline/{{streams}}/{_job}.log",
+        benchmark:
+            f"{BENCH}/predict_baseline/{{streams}}/{_job}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20 * job_size(_vids),
+            gpu=REGION_GPU,
+        conda:
+            "../../envs/actorseg.yaml"
+        shell:
+            "python -m pipeline.region.predict --model baseline --index {input.index:q}"
+            " {params.videos} --stage1 {input.stage1:q} --frames-dir {RES}/frames"
+            " {params.flow} --config-json {params.cfg:q} > {log:q} 2>&1"
 
-rule predict_region:
-    input:
-        stage2=lambda wc: f"{RM}/{wc.streams}/stage2_{region_stage2_sources(wc.source)}.pt",
-        index=f"{RES}/index/frames.csv",
-        features=f"{RM}/{{streams}}/features/{{video}}.h5",
-        masks=f"{RES}/masks/{{source}}/{{video}}.h5",
-    output:
-        h5=f"{RES}/predictions/region_{{streams}}_{{source}}/{{video}}.h5",
-        png=directory(f"{RES}/predictions/region_{{streams}}_{{source}}/png/{{video}}"),
-    params:
-        cfg=cfg_json("region_model"),
-        code=code("pipeline.region.predict"),
-    log:
-        f"{LOGS}/predict_region/{{streams}}_{{source}}/{{video}}.log",
-    benchmark:
-        f"{BENCH}/predict_region/{{streams}}_{{source}}/{{video}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=REGION_GPU,
-    conda:
-        "../../envs/actorseg.yaml"
-    shell:
-        "python -m pipeline.region.predict --model region --index {input.index:q}"
-        " --video={wildcards.video:q} --stage2 {input.stage2:q}"
-        " --features-dir {RM}/{wildcards.streams}/features"
-        " --masks-dir {RES}/masks/{wildcards.source} --out {output.h5:q}"
-        " --png-dir {output.png:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+    shard_profile_resources("predict_baseline", _suffix, _vids)
+
+    rule:
+        name:
+            f"predict_region{_suffix}"
+        input:
+            stage2=lambda wc: f"{RM}/{wc.streams}/stage2_{region_stage2_sources(wc.source)}.pt",
+            index=f"{RES}/index/frames.csv",
+            features=job_files(_vids, f"{RM}/{{streams}}/features/{{video}}.h5"),
+            masks=job_files(_vids, f"{RES}/masks/{{source}}/{{video}}.h5"),
+        output:
+            h5=job_files(_vids, f"{RES}/predictions/region_{{streams}}_{{source}}/{{video}}.h5"),
+            png=[directory(d) for d in job_files(
+                _vids, f"{RES}/predictions/region_{{streams}}_{{source}}/png/{{video}}")],
+        wildcard_constraints:
+            video=unsharded_video_re("test"),
+        params:
+            videos=job_args(
+                _vids, ("--video", "{video}"),
+                ("--out", f"{RES}/predictions/region_{{streams}}_{{source}}/{{video}}.h5"),
+                ("--png-dir", f"{RES}/predictions/region_{{streams}}_{{source}}/png/{{video}}")),
+            cfg=cfg_json("region_model"),
+            code=code("pipeline.region.predict"),
+        log:
+            f"{LOGS}/predict_region/{{streams}}_{{source}}/{_job}.log",
+        benchmark:
+            f"{BENCH}/predict_region/{{streams}}_{{source}}/{_job}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20 * job_size(_vids),
+            gpu=REGION_GPU,
+        conda:
+            "../../envs/actorseg.yaml"
+        shell:
+            "python -m pipeline.region.predict --model region --index {input.index:q}"
+            " {params.videos} --stage2 {input.stage2:q}"
+            " --features-dir {RM}/{wildcards.streams}/features"
+            " --masks-dir {RES}/masks/{wildcards.source} --config-json {params.cfg:q}"
+            " > {log:q} 2>&1"
+
+    shard_profile_resources("predict_region", _suffix, _vids)
 
 
 # -- aggregates ---------------------------------------------------------------------------------

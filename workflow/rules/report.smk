@@ -75,11 +75,15 @@ def report_timing_stages():
 
 def report_benchmarks(wildcards=None):
     """Every benchmark TSV the timing table reads (the same files pipeline.report.timing opens:
-    all indexed videos, test videos for predict_*)."""
+    all indexed videos, test videos for predict_*): one per shard job (video_jobs), one per
+    video the shards leave out."""
     files = []
     for stage in report_timing_stages():
         split = "test" if stage.startswith("predict_") else None
-        files += [f"{BENCH}/{stage}/{v}.tsv" for v in videos(split)]
+        jobs = [(job, vids) for _, job, vids in video_jobs(split) if vids]
+        sharded = {v for _, vids in jobs for v in vids}
+        files += [f"{BENCH}/{stage}/{job}.tsv" for job, _ in jobs]
+        files += [f"{BENCH}/{stage}/{v}.tsv" for v in videos(split) if v not in sharded]
     return files
 
 
@@ -101,7 +105,7 @@ rule timing:
         "../../envs/actorseg.yaml"
     shell:
         "python -m pipeline.report.timing --index {input.index:q} --benchmarks {BENCH}"
-        " {params.stages} --out {TABLES}/timing > {log:q} 2>&1"
+        " {params.stages} --videos-per-job {VIDEOS_PER_JOB} --out {TABLES}/timing > {log:q} 2>&1"
 
 
 def report_evals():
