@@ -98,7 +98,7 @@ rule e2e_train:
         " --index {input.index:q} --frames-dir {RES}/frames {params.flow}"
         " --variant {wildcards.variant}"
         " --out {output.ckpt:q} --loss-csv {output.csv:q} --loss-png {output.png:q}"
-        " --config-json {params.cfg:q} > {log:q} 2>&1"
+        " --threads {threads} --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
 rule e2e_train_zero_shot:
@@ -129,7 +129,7 @@ rule e2e_train_zero_shot:
         " --index {input.index:q} --frames-dir {RES}/frames --flow-dir {RES}/flow --variant full"
         " --zero-shot-actor {wildcards.zs_actor} --out {output.ckpt:q}"
         " --loss-csv {output.csv:q} --loss-png {output.png:q}"
-        " --config-json {params.cfg:q} > {log:q} 2>&1"
+        " --threads {threads} --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
 # Predictions are asked for test videos: shards of the test split (other videos: per video).

@@ -82,7 +82,7 @@ rule region_stage1:
         " --release {input.release:q} --index {input.index:q}"
         " --frames-dir {RES}/frames {params.flow}"
         " --streams {wildcards.streams} --out {output.ckpt:q}"
-        " --config-json {params.cfg:q} > {log:q} 2>&1"
+        " --threads {threads} --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
 for _suffix, _job, _vids in video_jobs():
@@ -164,7 +164,7 @@ rule region_stage2:
         " --release {input.release:q} --index {input.index:q}"
         " --features-dir {RM}/{wildcards.streams}/features"
         " --masks-root {RES}/masks --train-sources {wildcards.train_masks:q}"
-        " --out {output.ckpt:q} --config-json {params.cfg:q} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --threads {threads} --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
 # Predictions are asked for test videos: shards of the test split (other videos: per video).
