@@ -7,7 +7,7 @@ CORES ?= 2
 # Rules call `python -m pipeline.<stage>`: the venv's python must come first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test bench-synthetic lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,5 +23,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The synthetic benchmark (config/synthetic-bench.yaml): the papers' claims on 160 synthetic
+# videos, in bench/ so that it never touches the demo's results/.
+bench-synthetic: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --workflow-profile none --scheduler greedy \
+		--directory bench --configfile $(CURDIR)/config.yaml $(CURDIR)/config/synthetic-bench.yaml
+
 clean:
-	rm -rf results .snakemake
+	rm -rf results bench .snakemake
