@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import operator
 import sys
 from collections.abc import Callable
@@ -176,7 +177,9 @@ def check(results: dict[str, dict]) -> pd.DataFrame:
 
 
 def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}" if abs(v) < 1 else f"{v:.1f}"
+    if v is None or math.isnan(v):  # a missing number (pandas stores None as NaN)
+        return "–"
+    return f"{v:.3f}" if abs(v) < 1 else f"{v:.1f}"
 
 
 def to_markdown(table: pd.DataFrame, results: dict[str, dict]) -> str:

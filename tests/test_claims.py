@@ -73,7 +73,7 @@ def test_cli_writes_md_and_csv(run):
                  "--out", str(out)]) == 0
     md = (run / "tables/claims.md").read_text()
     assert "All-background joint mIoU on this split: 2.1" in md
-    assert "| Dang T2 |" in md and "not run" in md
+    assert "| Dang T2 |" in md and "not run" in md and "nan" not in md
     csv = pd.read_csv(run / "tables/claims.csv")
     assert list(csv.verdict).count("held") == 8
 

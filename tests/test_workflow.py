@@ -47,6 +47,20 @@ def test_bad_config_rejected_before_any_job(tmp_path):
     assert "Error validating config" in proc.stderr + proc.stdout
 
 
+def test_e2e_weights_segmenter_is_a_dag_edge(tmp_path):
+    """e2e_model.weights: segmenter -> train_segmenter runs before e2e_train, whose model file is
+    an input and whose config names it (the stage only sees a path)."""
+    cfg = write_config(tmp_path, e2e_model={"weights": "segmenter"})
+    built = snakemake(tmp_path, cfg, "results/index/frames.csv")
+    assert built.returncode == 0, built.stderr[-2000:]
+    proc = snakemake(tmp_path, cfg, "-n", "--printshellcmds", "results/e2e/full/model.pt")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rule train_segmenter:" in proc.stdout
+    train = proc.stdout[proc.stdout.index("rule e2e_train:"):]
+    assert "results/segmenter/model.pt" in train.split("rule ")[1]  # its input list
+    assert '"weights":"results/segmenter/model.pt"' in train
+
+
 @pytest.mark.slow
 def test_whole_pipeline_ends_in_metrics_and_report(tmp_path):
     """The default target on the tiny dataset: synth -> index -> frames -> flow -> masks
