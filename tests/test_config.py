@@ -62,4 +62,6 @@ def test_from_dict_nested_and_strict():
 def test_defaults_fill_every_section():
     cfg = defaults()
     assert cfg["dataset"]["on_bad_video"] == "fail"
-    assert cfg["cluster"] == {"train_gpus": 1}  # one process per training job unless asked
+    # one process per training job and one job per video unless asked
+    assert cfg["cluster"] == {"train_gpus": 1, "videos_per_job": 1}
+    assert cfg["targets"] == {"ji_table3": False}
