@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/snakemake --cores $(CORES) --workflow-profile none --scheduler greedy
 
+# Two pytest workers (pytest-xdist): the suite's long workflow tests run side by side.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(CORES) tests
 
 # The synthetic benchmark (config/synthetic-bench.yaml): the papers' claims on 160 synthetic
 # videos, in bench/ so that it never touches the demo's results/.

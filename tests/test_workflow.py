@@ -66,7 +66,9 @@ def test_whole_pipeline_ends_in_metrics_and_report(tmp_path):
     """The default target on the tiny dataset: synth -> index -> frames -> flow -> masks
     (trained segmenter) -> both region-model stages -> predictions -> evaluation -> tables ->
     report, at a few training steps per stage."""
-    cfg = write_config(tmp_path, **TINY_STAGES)
+    # shard jobs of 3 videos, as a cluster would run them (tests/test_shard_workflow.py
+    # checks that they write what one-video jobs write)
+    cfg = write_config(tmp_path, **TINY_STAGES, cluster={"videos_per_job": 3})
     proc = snakemake(tmp_path, cfg)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     res = tmp_path / "results"
@@ -102,7 +104,8 @@ def test_whole_pipeline_ends_in_metrics_and_report(tmp_path):
     proc = snakemake(tmp_path, cfg, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
     # a config change of one section re-runs that stage and downstream, not the upstream ones
-    cfg2 = write_config(tmp_path, **{**TINY_STAGES, "evaluation": {"boundary_width": 9}})
+    cfg2 = write_config(tmp_path, **{**TINY_STAGES, "evaluation": {"boundary_width": 9},
+                                     "cluster": {"videos_per_job": 3}})
     proc = snakemake(tmp_path, cfg2, "-n")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
