@@ -51,3 +51,9 @@ TINY_STAGES = {
         "batch_size": 2, "checkpoint_every": 1, "device": "cpu",
     },
 }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow (whole-workflow) tests first: on pytest-xdist workers they then run side by side
+    from the start, and the short tests fill in around them (stable order within each group)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
