@@ -67,7 +67,7 @@ def test_ji_settings(cfg):
     e2e = cfg["e2e_model"]
     # 3.1: ResNet-101 FPN from COCO Mask R-CNN; torchvision has COCO weights for R-50 only, so
     # the documented deviation keeps the COCO init at depth 50 (config/a2d.yaml, README)
-    assert e2e["depth"] == 50 and e2e["frozen_bn"]
+    assert e2e["depth"] == 50 and e2e["norm"] == "frozen_bn"
     assert e2e["weights"] == "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"
     assert e2e["motion_weights"] == "ResNet50_Weights.IMAGENET1K_V1"  # 4: flow ResNet, ImageNet
     assert e2e["lr"] == 2e-4  # 4: SGD, learning rate 2e-4

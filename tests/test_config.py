@@ -64,4 +64,4 @@ def test_defaults_fill_every_section():
     assert cfg["dataset"]["on_bad_video"] == "fail"
     # one process per training job and one job per video unless asked
     assert cfg["cluster"] == {"train_gpus": 1, "videos_per_job": 1}
-    assert cfg["targets"] == {"ji_table3": False}
+    assert cfg["targets"] == {"dang_rgb": True, "ji_table3": False}

@@ -17,7 +17,7 @@ from pipeline.e2e.model import ABLATIONS, BRANCHES, build_e2e_model
 
 #: A tiny, fast configuration (random weights, BatchNorm so that training from scratch works).
 TINY = {
-    "depth": 18, "min_size": 48, "max_size": 96, "trainable_layers": 5, "frozen_bn": False,
+    "depth": 18, "min_size": 48, "max_size": 96, "trainable_layers": 5, "norm": "bn",
     "representation_size": 64, "rpn_pre_nms_top_n": (200, 100), "rpn_post_nms_top_n": (100, 50),
     "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 32, "box_detections_per_img": 20,
 }

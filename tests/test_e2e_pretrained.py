@@ -36,7 +36,7 @@ def torchvision_maskrcnn(num_classes: int = 91, channels: int = C) -> MaskRCNN:
 
 
 def e2e(**kw):
-    args = dict(depth=18, fpn_channels=C, representation_size=REP, frozen_bn=False,
+    args = dict(depth=18, fpn_channels=C, representation_size=REP, norm="bn",
                 trainable_layers=5)
     return build_e2e_model(**{**args, **kw})
 
@@ -140,21 +140,43 @@ def test_a_part_that_loads_nothing_is_an_error(tmp_path, coco_file):
         initialise(e2e(), str(junk), None, 18)
 
 
-def test_pipeline_segmenter_checkpoint_initialises_the_appearance_stream(tmp_path):
-    """Issue 11's lever: results/segmenter/model.pt (a torchvision Mask R-CNN) as e2e weights."""
-    arch = {"depth": 18, "norm": "bn", "mask_head_channels": 256}
+@pytest.mark.parametrize("norm,width,rep", [("bn", 256, 1024), ("gn", 32, 64)])
+def test_pipeline_segmenter_checkpoint_initialises_the_appearance_stream(tmp_path, norm, width,
+                                                                          rep):
+    """Issue 11's lever: results/segmenter/model.pt (a torchvision Mask R-CNN) as e2e weights,
+    at torchvision's widths and at narrow CPU widths with GroupNorm (the embedded default)."""
+    arch = {"depth": 18, "norm": norm, "mask_head_channels": width, "fpn_channels": width,
+            "representation_size": rep}
     torch.manual_seed(3)
     seg = build_segmenter(**arch)
     path = tmp_path / "model.pt"
     save_model(path, seg, arch, {"steps": 1})
-    model = build_e2e_model(depth=18, fpn_channels=256, representation_size=1024,
-                            frozen_bn=False, use_flow=False, num_frames=1)
+    model = build_e2e_model(depth=18, fpn_channels=width, representation_size=rep,
+                            norm=norm, use_flow=False, num_frames=1)
     report = initialise(model, str(path), None, 18)
     for part in ("appearance backbone", "appearance fpn", "rpn", "box head", "mask head"):
         assert report.loaded[part] == report.total[part]
     assert report.reinitialised == []  # same 8 classes (bg + 7 actors)
-    assert torch.equal(model.state_dict()["appearance.body.layer1.0.bn1.running_mean"],
-                       seg.state_dict()["backbone.body.layer1.0.bn1.running_mean"])
+    ours, theirs = model.state_dict(), seg.state_dict()
+    for key in ("body.layer1.0.bn1.weight", "fpn.layer_blocks.0.0.weight"):
+        assert torch.equal(ours[f"appearance.{key}"], theirs[f"backbone.{key}"])
+    assert torch.equal(ours["roi_heads.mask_head.0.0.weight"],
+                       theirs["roi_heads.mask_head.0.0.weight"])
+    if norm == "bn":
+        assert torch.equal(ours["appearance.body.layer1.0.bn1.running_mean"],
+                           theirs["backbone.body.layer1.0.bn1.running_mean"])
+
+
+def test_segmenter_of_another_norm_is_refused_naming_the_norm(tmp_path):
+    """A GroupNorm segmenter into a BatchNorm model: its FPN norm layers fit nothing."""
+    arch = {"depth": 18, "norm": "gn", "mask_head_channels": 32, "fpn_channels": 32,
+            "representation_size": 64}
+    path = tmp_path / "model.pt"
+    save_model(path, build_segmenter(**arch), arch, {"steps": 1})
+    model = build_e2e_model(depth=18, fpn_channels=32, representation_size=64, norm="bn",
+                            use_flow=False, num_frames=1)
+    with pytest.raises(DataError, match="appearance fpn: .*width or norm"):
+        initialise(model, str(path), None, 18)
 
 
 def _cfg(**e2e_model):
@@ -165,13 +187,13 @@ def _cfg(**e2e_model):
 
 def test_frozen_bn_without_pretrained_weights_is_refused(coco_file, imagenet_file):
     with pytest.raises(ValueError, match="weights"):
-        validate({"e2e_model": {"frozen_bn": True}})
+        validate({"e2e_model": {"norm": "frozen_bn"}})
     with pytest.raises(ValueError, match="motion_weights"):
-        validate({"e2e_model": {"frozen_bn": True, "weights": str(coco_file)}})
-    cfg = dataclasses.replace(_cfg(), frozen_bn=True)  # past the schema: checked at build
-    with pytest.raises(ValueError, match="frozen_bn: true needs pretrained weights"):
+        validate({"e2e_model": {"norm": "frozen_bn", "weights": str(coco_file)}})
+    cfg = dataclasses.replace(_cfg(), norm="frozen_bn")  # past the schema: checked at build
+    with pytest.raises(ValueError, match="norm: frozen_bn needs pretrained weights"):
         build_and_initialise(cfg, "full")
-    cfg = _cfg(frozen_bn=True, weights=str(coco_file), motion_weights=str(imagenet_file))
+    cfg = _cfg(norm="frozen_bn", weights=str(coco_file), motion_weights=str(imagenet_file))
     model, report = build_and_initialise(cfg, "full")
     assert report.loaded["motion backbone"] == report.total["motion backbone"]
     # no motion stream: the appearance weights suffice

@@ -129,14 +129,17 @@ def test_model_file_round_trip_gives_the_same_predictions(tmp_path):
     torch.testing.assert_close(a["masks"], b["masks"])
 
 
-def test_bare_coco_like_state_dict_gets_its_architecture_from_the_tensors(tmp_path):
+@pytest.mark.parametrize("widths", [
+    {"mask_head_channels": 256, "fpn_channels": 256, "representation_size": 1024},  # torchvision
+    {"mask_head_channels": 16, "fpn_channels": 32, "representation_size": 48},  # CPU recipe
+])
+def test_bare_coco_like_state_dict_gets_its_architecture_from_the_tensors(tmp_path, widths):
     # A torchvision-style checkpoint: bare state dict, frozen BN, 91 COCO classes.
-    coco = small_segmenter(norm="frozen_bn", num_classes=91, mask_head_channels=256)
+    coco = small_segmenter(norm="frozen_bn", num_classes=91, **widths)
     torch.save(coco.state_dict(), tmp_path / "coco.pt")
     state = state_dict_of(load_file(tmp_path / "coco.pt"), "coco.pt")
     arch = infer_architecture(state, "coco.pt")
-    assert arch == {"depth": 18, "norm": "frozen_bn", "num_classes": 91,
-                    "mask_head_channels": 256}
+    assert arch == {"depth": 18, "norm": "frozen_bn", "num_classes": 91, **widths}
     model, used = load_segmenter(tmp_path / "coco.pt", defaults=SMALL)
     assert used["num_classes"] == 91 and used["min_size"] == SMALL["min_size"]
 

@@ -199,3 +199,17 @@ def test_train_outputs_and_the_model_and_checkpoint_sources(data, tmp_path):
         for reg in regions.values():
             assert len(reg) <= 5 and reg.masks.shape[1:] == (40, 56)
             assert set(reg.labels.tolist()) <= set(range(8))
+
+
+def test_multi_scale_training_draws_sizes_and_keeps_inference_at_min_size():
+    cfg = tiny_cfg(train_sizes=[32, 44, 40])  # 44: the long side stays under max_size
+    model, _ = train.build_training_model(cfg)
+    train.multi_scale(model, cfg.train_sizes, cfg.min_size)
+    assert model.transform.min_size == (32, 44, 40)  # min_size last: torchvision's eval size
+    image = torch.rand(3, 40, 56)
+    torch.manual_seed(0)
+    model.transform.train()
+    drawn = {model.transform([image])[0].image_sizes[0][0] for _ in range(30)}
+    assert drawn == {32, 44, 40}
+    model.transform.eval()
+    assert model.transform([image])[0].image_sizes[0] == (40, 56)

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
-from torchvision.ops.misc import FrozenBatchNorm2d
+
+from pipeline.models.norms import head_norm_layer, norm_layer
 
 __all__ = [
     "PYRAMID_LEVELS", "RESNETS", "build_pyramid_backbone", "TemporalAggregation", "centre_frame",
@@ -40,7 +41,7 @@ class _NoExtraLevel(ExtraFPNBlock):
 
 
 def build_pyramid_backbone(
-    depth: int, *, pool_level: bool, trainable_layers: int = 5, frozen_bn: bool = True,
+    depth: int, *, pool_level: bool, trainable_layers: int = 5, norm: str = "frozen_bn",
     channels: int = 256,
 ) -> BackboneWithFPN:
     """ResNet-``depth`` + FPN with ``channels`` (Mask R-CNN: 256) per level, random weights.
@@ -50,7 +51,9 @@ def build_pyramid_backbone(
         pool_level: add Mask R-CNN's ``"pool"`` level (for an RPN).
         trainable_layers: ResNet stages left trainable, counted from the top (5 = all), as in
             torchvision (fine-tuning from COCO/ImageNet weights usually uses 3).
-        frozen_bn: FrozenBatchNorm2d (standard for detection with few images per GPU and
+        norm: ``frozen_bn``, ``bn`` or ``gn`` (:mod:`pipeline.models.norms`; ``gn`` also
+            normalises the FPN). FrozenBatchNorm2d is standard for detection with few images
+            per GPU and
             pretrained statistics) or BatchNorm2d (training from scratch).
         channels: FPN width; fewer than 256 only to make small CPU runs affordable.
 
@@ -60,11 +63,12 @@ def build_pyramid_backbone(
     """
     if depth not in RESNETS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNETS)}, got {depth}")
-    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-    body = RESNETS[depth](weights=None, norm_layer=norm)
+    body = RESNETS[depth](weights=None, norm_layer=norm_layer(norm))
     extra = LastLevelMaxPool() if pool_level else _NoExtraLevel()
+    fpn_norm = head_norm_layer(norm)
     if channels == 256:
-        return _resnet_fpn_extractor(body, trainable_layers, extra_blocks=extra)
+        return _resnet_fpn_extractor(body, trainable_layers, extra_blocks=extra,
+                                     norm_layer=fpn_norm)
     # torchvision's extractor fixes 256 channels: freeze the same stages, then build the FPN
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be 0..5, got {trainable_layers}")
@@ -77,7 +81,7 @@ def build_pyramid_backbone(
     in_stage2 = body.inplanes // 8
     return BackboneWithFPN(body, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
                            [in_stage2 * 2 ** (k - 1) for k in (1, 2, 3, 4)], channels,
-                           extra_blocks=extra)
+                           extra_blocks=extra, norm_layer=fpn_norm)
 
 
 class TemporalAggregation(nn.Module):

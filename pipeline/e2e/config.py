@@ -55,7 +55,7 @@ class E2EConfig:
     min_size: int  # shorter side after resizing
     max_size: int  # longer side at most
     trainable_layers: int  # ResNet stages trained in each backbone (5 = all)
-    frozen_bn: bool  # FrozenBatchNorm2d (fine-tuning) | BatchNorm2d (from scratch)
+    norm: str  # frozen_bn (fine-tuning) | bn (from scratch) | gn (segmenter layout)
     weights: str | None  # appearance stream: None | Mask R-CNN / ResNet file or torchvision name
     motion_weights: str | None  # motion stream: None | ResNet file or torchvision name
     representation_size: int  # width of the box and action MLP heads
@@ -92,7 +92,7 @@ def model_kwargs(cfg: E2EConfig, variant: str) -> dict[str, Any]:
         "depth": cfg.depth, "num_frames": cfg.num_frames, "fpn_channels": cfg.fpn_channels,
         "anchor_sizes": tuple(cfg.anchor_sizes), "min_size": cfg.min_size,
         "max_size": cfg.max_size, "trainable_layers": cfg.trainable_layers,
-        "frozen_bn": cfg.frozen_bn, "representation_size": cfg.representation_size,
+        "norm": cfg.norm, "representation_size": cfg.representation_size,
         "rpn_pre_nms_top_n": tuple(cfg.rpn_pre_nms_top_n),
         "rpn_post_nms_top_n": tuple(cfg.rpn_post_nms_top_n),
         "rpn_batch_size_per_image": cfg.rpn_batch_size_per_image,
@@ -110,15 +110,15 @@ def build_and_initialise(cfg: E2EConfig, variant: str) -> tuple[ActorActionRCNN,
     (:func:`pipeline.e2e.pretrained.initialise`); returns the model and the load report.
 
     Raises:
-        ValueError: ``frozen_bn`` without pretrained weights for a stream that has it (a frozen
+        ValueError: ``norm: frozen_bn`` without pretrained weights for a stream that has it (a frozen
             random BatchNorm is the identity: activations of a random ResNet then overflow).
         DataError: the weights cannot be read or do not fit (see ``initialise``).
     """
     model = build_e2e_model(**model_kwargs(cfg, variant))
-    if cfg.frozen_bn and (not cfg.weights or (model.uses_flow and not cfg.motion_weights)):
-        raise ValueError("e2e_model.frozen_bn: true needs pretrained weights for every stream "
+    if cfg.norm == "frozen_bn" and (not cfg.weights or (model.uses_flow and not cfg.motion_weights)):
+        raise ValueError("e2e_model.norm: frozen_bn needs pretrained weights for every stream "
                          "(e2e_model.weights and, with a motion stream, motion_weights); "
-                         "training from scratch needs frozen_bn: false")
+                         "training from scratch needs norm bn or gn")
     report = initialise(model, cfg.weights, cfg.motion_weights, cfg.depth)
     return model, report
 
@@ -165,5 +165,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             or "config_json" not in meta:
         raise DataError(path, "not an e2e_model checkpoint (no variant / config in its meta); "
                               "train it with the pipeline's e2e_train stage")
-    cfg = from_dict(E2EConfig, json.loads(meta["config_json"]), "e2e_model")
+    saved = json.loads(meta["config_json"])
+    if "frozen_bn" in saved:  # written before e2e_model.norm replaced the boolean
+        saved["norm"] = "frozen_bn" if saved.pop("frozen_bn") else "bn"
+    cfg = from_dict(E2EConfig, saved, "e2e_model")
     return checkpoint.state_dict_of(obj, path), meta, cfg

@@ -34,6 +34,7 @@ from pipeline.e2e.backbone import (
 from pipeline.e2e.heads import ActorActionRoIHeads
 from pipeline.e2e.labels import NUM_PAIR_CLASSES, check_targets, class_to_pair, pair_to_class
 from pipeline.e2e.transform import ClipBatch, ClipTransform
+from pipeline.models.norms import head_norm_layer
 
 __all__ = ["ActorActionRCNN", "ABLATIONS", "BRANCHES", "build_e2e_model"]
 
@@ -221,7 +222,7 @@ def build_e2e_model(
     use_mask_head: bool = True,
     pair_classes: bool = False,
     trainable_layers: int = 3,
-    frozen_bn: bool = True,
+    norm: str = "frozen_bn",
     fpn_channels: int = 256,
     anchor_sizes: tuple[int, int, int, int, int] = (32, 64, 128, 256, 512),
     min_size: int | tuple[int, ...] = 800,
@@ -247,7 +248,8 @@ def build_e2e_model(
         use_mask_head: Mask R-CNN mask head; without it, masks come from boxes in post-processing.
         pair_classes: Mask R-CNN baseline: no action branch, classes = the 43 valid pairs.
         trainable_layers: ResNet stages trainable in each backbone (5 = all; 3 when fine-tuning).
-        frozen_bn: FrozenBatchNorm2d (fine-tuning) or BatchNorm2d (from scratch).
+        norm: ``frozen_bn`` (fine-tuning), ``bn`` (from scratch) or ``gn`` (GroupNorm in the
+            backbones, FPNs and mask head: the layout of the from-scratch segmenter).
         fpn_channels: width of the pyramids and of the mask head (Mask R-CNN: 256); smaller
             only for cheap CPU runs.
         anchor_sizes: RPN anchor size (input pixels) of the levels "0".."3" and "pool"
@@ -264,7 +266,7 @@ def build_e2e_model(
     if pair_classes and (use_flow or num_frames != 1):
         raise ValueError("the pair-class baseline is single-frame RGB: set num_frames=1, use_flow=False")
     appearance = build_pyramid_backbone(depth, pool_level=True, trainable_layers=trainable_layers,
-                                        frozen_bn=frozen_bn, channels=fpn_channels)
+                                        norm=norm, channels=fpn_channels)
     channels = appearance.out_channels
     if len(anchor_sizes) != len(PYRAMID_LEVELS) + 1:
         raise ValueError(f"anchor_sizes needs one size per level and 'pool', got {anchor_sizes}")
@@ -281,14 +283,15 @@ def build_e2e_model(
     levels = list(PYRAMID_LEVELS)
     mask_parts: tuple[nn.Module | None, ...] = (None, None, None)
     if use_mask_head:
-        mask_parts = (MultiScaleRoIAlign(levels, 14, 2), MaskRCNNHeads(channels, [channels] * 4, 1),
+        mask_head = MaskRCNNHeads(channels, [channels] * 4, 1, norm_layer=head_norm_layer(norm))
+        mask_parts = (MultiScaleRoIAlign(levels, 14, 2), mask_head,
                       MaskRCNNPredictor(channels, channels, num_classes))
     motion = temporal_a = temporal_m = None
     action_parts: tuple[nn.Module | None, ...] = (None, None, None)
     if not pair_classes:
         if use_flow:
             motion = build_pyramid_backbone(depth, pool_level=False, trainable_layers=trainable_layers,
-                                            frozen_bn=frozen_bn, channels=fpn_channels)
+                                            norm=norm, channels=fpn_channels)
         if num_frames > 1:
             temporal_a = TemporalAggregation(channels, num_frames)
             temporal_m = TemporalAggregation(channels, num_frames) if use_flow else None

@@ -138,8 +138,8 @@ def _load(model: nn.Module, mapped: dict[str, Tensor], n_file: int, source: str,
             what = "none of its" if n == 0 else f"{len(misfit)} of the file's"
             raise DataError(source, f"{part}: {what} {len(keys)} tensors fit this model "
                                     f"(e.g. {k} {tuple(mapped[k].shape)} vs {have}): the file "
-                                    "is for another depth or width (e2e_model.depth, "
-                                    "fpn_channels, representation_size)")
+                                    "is for another depth, width or norm (e2e_model.depth, "
+                                    "fpn_channels, representation_size, norm)")
         report.loaded[part], report.total[part] = n, len(keys)
         for k in keys:
             if k not in fits:

@@ -53,6 +53,11 @@ class SegmenterConfig:
     # micro-batches per step and process (gradient accumulation; batch_size stays the global
     # batch). Defaulted: configs of checkpoints written before the key existed still load.
     accumulate: int = 1
+    fpn_channels: int = 256           # FPN width (torchvision: 256)
+    representation_size: int = 1024   # box head width (torchvision: 1024)
+    # short sides a training frame is resized to, one drawn per image (multi-scale training);
+    # empty = min_size only. Inference always uses min_size.
+    train_sizes: tuple[int, ...] = ()
 
     def arch(self) -> dict[str, Any]:
         """The ``build_segmenter`` arguments of the network this section trains."""
@@ -60,7 +65,9 @@ class SegmenterConfig:
                 "trainable_layers": self.trainable_layers, "min_size": self.min_size,
                 "max_size": self.max_size, "anchor_sizes": list(self.anchor_sizes),
                 "rois_per_image": self.rois_per_image,
-                "mask_head_channels": self.mask_head_channels}
+                "mask_head_channels": self.mask_head_channels,
+                "fpn_channels": self.fpn_channels,
+                "representation_size": self.representation_size}
 
     def inference_defaults(self) -> dict[str, Any]:
         """Image size and anchors for a checkpoint that does not carry its own architecture."""

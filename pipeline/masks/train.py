@@ -88,6 +88,16 @@ def build_training_model(cfg: SegmenterConfig) -> tuple[nn.Module, str]:
     return model, "random (no pretrained weights)"
 
 
+def multi_scale(model: nn.Module, sizes: tuple[int, ...], min_size: int) -> None:
+    """Train on short sides drawn from ``sizes`` and ``min_size``, one per image.
+
+    torchvision's ``GeneralizedRCNNTransform`` draws a training image's size from its
+    ``min_size`` tuple and resizes evaluation images to the tuple's last entry, so ``min_size``
+    goes last: inference is unchanged (and a saved model is rebuilt with ``min_size`` alone).
+    """
+    model.transform.min_size = tuple(s for s in dict.fromkeys(sizes) if s != min_size) + (min_size,)
+
+
 def _fingerprint(cfg: SegmenterConfig, refs: list[FrameRef]) -> str:
     """What a resume state must match to be resumed: the config and the training frames."""
     frames = [(r.video, r.frame) for r in refs]
@@ -165,6 +175,7 @@ def train_segmenter(cfg: SegmenterConfig, *, index: Path, release: Path, frames_
     device = distributed.local_device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     model, init = build_training_model(cfg)
+    multi_scale(model, cfg.train_sizes, cfg.min_size)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,

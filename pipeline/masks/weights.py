@@ -99,8 +99,12 @@ def infer_architecture(state: dict[str, torch.Tensor], where: str | Path) -> dic
     # trainable BN compute the same thing.
     norm = "frozen_bn" if "backbone.body.bn1.running_mean" in state else "gn"
     head = state.get("roi_heads.mask_head.0.0.weight")
+    fpn = state.get("backbone.fpn.inner_blocks.0.0.weight")
+    fc6 = state.get("roi_heads.box_head.fc6.weight")
     return {"depth": depth, "norm": norm, "num_classes": int(state[key].shape[0]),
-            "mask_head_channels": int(head.shape[0]) if head is not None else 256}
+            "mask_head_channels": int(head.shape[0]) if head is not None else 256,
+            "fpn_channels": int(fpn.shape[0]) if fpn is not None else 256,
+            "representation_size": int(fc6.shape[0]) if fc6 is not None else 1024}
 
 
 def save_model(path: str | Path, model: nn.Module, arch: dict[str, Any],

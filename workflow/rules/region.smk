@@ -254,6 +254,10 @@ for _suffix, _job, _vids in video_jobs("test"):
 # -- aggregates ---------------------------------------------------------------------------------
 TABLE1_MODELS = ["baseline_rgb", "region_rgb_model", "baseline_rgbflow", "region_rgbflow_model"]
 TABLE3_MODELS = ["region_rgbflow_checkpoint", "region_rgbflow_model", "region_rgbflow_gt"]
+#: Stream sets the default target trains: the RGB-only models of Table 1 on request
+#: (targets.dang_rgb); `snakemake dang_table1` always builds all four.
+DEFAULT_STREAMS = ("rgb", "rgbflow") if config["targets"]["dang_rgb"] else ("rgbflow",)
+DEFAULT_TABLE1_MODELS = [m for m in TABLE1_MODELS if m.split("_")[1] in DEFAULT_STREAMS]
 
 
 def region_predictions(models):

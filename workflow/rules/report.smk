@@ -28,9 +28,11 @@ def report_main_model():
 
 
 def report_table_inputs():
-    """{table: {row key: evaluation JSON}} of the Dang et al. tables the config can fill."""
+    """{table: {row key: evaluation JSON}} of the Dang et al. tables the config builds (rows
+    left out are shown as "–")."""
     t1 = {"baseline_rgb": "baseline_rgb", "ours_rgb": "region_rgb_model",
           "baseline_rgbflow": "baseline_rgbflow", "ours_rgbflow": "region_rgbflow_model"}
+    t1 = {k: m for k, m in t1.items() if m in DEFAULT_TABLE1_MODELS}
     t3 = {"coco": "region_rgbflow_checkpoint", "a2d": "region_rgbflow_model",
           "gt": "region_rgbflow_gt"}
     t3 = {k: m for k, m in t3.items() if m.rsplit("_", 1)[1] in report_region_sources()}
@@ -110,7 +112,7 @@ rule timing:
 
 def report_evals():
     """{name: evaluation JSON} shown in the headline table and per-class charts."""
-    models = list(TABLE1_MODELS) + [f"region_rgbflow_{s}" for s in report_region_sources()]
+    models = list(DEFAULT_TABLE1_MODELS) + [f"region_rgbflow_{s}" for s in report_region_sources()]
     models.append(E2E_REPORT_MODEL)  # Ji et al.'s full model, beside the region model
     models.append("all_background")  # the split's reference: a model at this value learned nothing
     return {m: f"{RES}/eval/{m}.json" for m in dict.fromkeys(models)}
@@ -120,7 +122,7 @@ def report_losses():
     """{name: loss CSV}: both region-model stages per stream set, and the segmenter when the
     generated masks come from the one trained here."""
     out = {}
-    for streams in ("rgb", "rgbflow"):
+    for streams in DEFAULT_STREAMS:
         out[f"stage1_{streams}"] = f"{RM}/{streams}/stage1_loss.csv"
         stem = f"stage2_{region_stage2_sources(MASKS['source'])}"
         out[f"{stem}_{streams}"] = f"{RM}/{streams}/{stem}_loss.csv"
