@@ -24,7 +24,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n $(CORES) tests
 
-# The synthetic benchmark (config/synthetic-bench.yaml): the papers' claims on 160 synthetic
+# The synthetic benchmark (config/synthetic-bench.yaml): the papers' claims on 320 synthetic
 # videos, in bench/ so that it never touches the demo's results/.
 bench-synthetic: setup
 	$(VENV)/bin/snakemake --cores $(CORES) --workflow-profile none --scheduler greedy \

@@ -335,3 +335,35 @@ def test_branches_partition_the_parameters_and_freeze_separately():
     assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen_stem
     with pytest.raises(KeyError, match="actor"):
         model.set_trainable("flow", True)
+
+
+def test_full_model_overfits_two_clips_to_correct_boxes_actors_actions_and_masks():
+    """What makes learning possible, without timing: the full two-stream temporal model with
+    the embedded default's GroupNorm layout, from random weights, fits two clips in 30 steps.
+    Untrained it detects nothing that matches; measured after training: box IoU 0.7-0.9,
+    every actor and action right."""
+    from torchvision.ops import box_iou
+
+    model = tiny_model("full", seed=0, min_size=48, max_size=64, fpn_channels=32, norm="gn",
+                       box_batch_size_per_image=16).train()
+    images, flows, targets = batch(3, seeds=(0, 1), h=48, w=64)
+    criterion = MultitaskLoss()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    for _ in range(30):
+        loss = criterion(model(images, flows, targets))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        outputs = model(images, flows)
+    for out, target in zip(outputs, targets):
+        assert len(out["boxes"]) > 0
+        iou = box_iou(target["boxes"], out["boxes"])
+        for g, best in enumerate(iou.argmax(dim=1).tolist()):
+            assert iou[g, best] > 0.5
+            assert out["actor"][best] == target["actor"][g]
+            assert out["action_probs"][best].argmax() + 1 == target["action"][g]
+            mask = out["masks"][best] > 0.5  # (H, W) probabilities pasted into the frame
+            gt = target["masks"][g].bool()
+            assert (mask & gt).sum() / (mask | gt).sum() > 0.5

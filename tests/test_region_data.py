@@ -133,3 +133,22 @@ def test_lr_policies():
     assert lr_factor("poly", 50, 100) == pytest.approx(0.5 ** 0.9)
     with pytest.raises(ValueError):
         lr_factor("step", 1, 10)
+
+
+def test_separate_sources_give_one_item_per_frame_and_source(caches):
+    recs = frame_records(read_index(caches["index"]), caches["release"])[:2]
+    dirs = [caches["masks"] / "gt", caches["masks"] / "model"]
+    concat = RegionFrames(recs, SIZE, mask_dirs=dirs, labels=False)
+    separate = RegionFrames(recs, SIZE, mask_dirs=dirs, labels=False, combine="separate")
+    alone = [RegionFrames(recs, SIZE, mask_dirs=[d], labels=False) for d in dirs]
+    assert len(concat) == 2 and len(separate) == 4
+    for i in range(2):
+        # item 2i: frame i with the GT regions only, 2i + 1: with the generated ones only
+        for s in range(2):
+            got, want = separate[2 * i + s], alone[s][i]
+            assert (got["video"], got["frame"]) == (recs[i].video, recs[i].frame)
+            assert torch.equal(got["boxes"], want["boxes"])
+            assert torch.equal(got["masks"], want["masks"])
+        assert concat[i]["boxes"].shape[0] == sum(a[i]["boxes"].shape[0] for a in alone)
+    with pytest.raises(ValueError, match="combine"):
+        RegionFrames(recs, SIZE, mask_dirs=dirs, combine="union")

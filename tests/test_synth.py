@@ -298,3 +298,18 @@ def test_rendered_centroid_speed_follows_the_action():
     none, walk, run = centroid_speed(19), centroid_speed(18), centroid_speed(17)
     assert none < 0.05
     assert walk > 0.3 and run > 2 * walk
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])
+def test_embedded_default_test_split_is_large_enough_for_every_seed(seed):
+    """Issue 11: the demo's test split holds >= 10 videos, >= 60 annotated frames and all 7
+    actors, whatever synthetic.seed is."""
+    from pipeline.config import load_config
+
+    section = {**load_config(Path(__file__).resolve().parents[1] / "config.yaml")["synthetic"],
+               "seed": seed}
+    cfg = stage_config(SynthConfig, "synthetic", section)
+    test = [p for p in plan_dataset(cfg) if p.test]
+    assert len(test) >= 10 and len(test) * cfg.annotated >= 60
+    assert {lab // 10 for p in test for lab in p.labels} == set(range(1, 8))
+    assert {p.labels[0] // 10 for p in test} == set(range(1, 8))  # each the main actor somewhere

@@ -66,6 +66,9 @@ class Stage2Config:
     train_sources: tuple[str, ...]  # region masks the back-end is trained with, e.g. (gt, model)
     min_mask_score: float  # generated regions below this detection score are dropped
     accumulate: int = 1  # as Stage1Config.accumulate
+    # concat: a frame's regions of all train_sources together; separate: the frame once per
+    # source (defaulted: configs of checkpoints written before the key existed still load)
+    combine_sources: str = "concat"
 
 
 @dataclass(frozen=True)

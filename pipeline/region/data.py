@@ -113,6 +113,10 @@ def resize_regions(regions: dict[str, np.ndarray], size: tuple[int, int]) -> dic
     return {"boxes": boxes, "masks": out, "labels": regions["labels"], "scores": regions["scores"]}
 
 
+#: How the regions of several mask sources make training items (RegionFrames ``combine``).
+COMBINE: tuple[str, ...] = ("concat", "separate")
+
+
 class RegionFrames(Dataset):
     """Annotated frames with the inputs of one stage (see the module docstring for the keys).
 
@@ -122,7 +126,10 @@ class RegionFrames(Dataset):
         frames_dir: folder of ``{video}.h5`` frames caches, or None (no ``rgb``).
         flow_dir: folder of flow caches, or None (no ``flow``).
         features_dir: folder of feature caches, or None (no ``features``).
-        mask_dirs: folders of region masks caches; the regions of all are concatenated.
+        mask_dirs: folders of region masks caches.
+        combine: how the regions of several ``mask_dirs`` make items: ``"concat"``, one item per
+            frame with the regions of all concatenated; ``"separate"``, one item per frame and
+            folder (the frame is seen once with each source's regions).
         labels: read the GT label maps (``actor``, ``action``).
         min_mask_score: regions of a non-``gt`` source scoring below this are dropped.
         flow_max_px: ``flow_to_rgb`` saturation in input pixels; None = per-image maximum.
@@ -132,8 +139,14 @@ class RegionFrames(Dataset):
                  frames_dir: str | Path | None = None, flow_dir: str | Path | None = None,
                  features_dir: str | Path | None = None, mask_dirs: Sequence[str | Path] = (),
                  labels: bool = True, min_mask_score: float = 0.0,
-                 flow_max_px: float | None = None) -> None:
+                 flow_max_px: float | None = None, combine: str = "concat") -> None:
+        if combine not in COMBINE:
+            raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
         self.records = list(records)
+        sources = list(range(len(mask_dirs)))
+        # (record, mask folders of the item)
+        self.items = ([(r, sources) for r in range(len(self.records))] if combine == "concat"
+                      else [(r, [s]) for r in range(len(self.records)) for s in sources])
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.labels = labels
         self.min_mask_score = float(min_mask_score)
@@ -159,10 +172,11 @@ class RegionFrames(Dataset):
         self.use_features = features_dir is not None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rec = self.records[i]
+        r, sources = self.items[i]
+        rec = self.records[r]
         size = self.input_size
         item: dict[str, Any] = {"video": rec.video, "frame": rec.frame}
         native: tuple[int, int] | None = None
@@ -190,8 +204,8 @@ class RegionFrames(Dataset):
             item["action"] = torch.from_numpy(action.astype(np.int64))
         if self.masks:
             parts = []
-            for per_video in self.masks:
-                mf = per_video[rec.video]
+            for s in sources:
+                mf = self.masks[s][rec.video]
                 regions = mf.regions(rec.frame)
                 if mf.source != "gt":
                     keep = regions["scores"] >= self.min_mask_score

@@ -67,7 +67,8 @@ def train_stage2(cfg: RegionConfig, *, release: str | Path, index: str | Path,
         raise DataError(index, "no annotated frames in the train split")
     dataset = RegionFrames(records, cfg.input_size, features_dir=features_dir,
                            mask_dirs=[Path(masks_root) / s for s in sources],
-                           min_mask_score=cfg.stage2.min_mask_score)
+                           min_mask_score=cfg.stage2.min_mask_score,
+                           combine=cfg.stage2.combine_sources)
     first = read_feature_cache(Path(features_dir) / f"{records[0].video}.h5")
     if first.input_size != tuple(cfg.input_size):
         raise DataError(first.path, f"features were computed at input size {first.input_size}, "
