@@ -63,5 +63,5 @@ def test_defaults_fill_every_section():
     cfg = defaults()
     assert cfg["dataset"]["on_bad_video"] == "fail"
     # one process per training job and one job per video unless asked
-    assert cfg["cluster"] == {"train_gpus": 1, "videos_per_job": 1}
+    assert cfg["cluster"] == {"train_gpus": 1, "train_threads": 2, "videos_per_job": 1}
     assert cfg["targets"] == {"dang_rgb": True, "ji_table3": False}

@@ -16,6 +16,8 @@ RELEASE = config["dataset"]["release"]
 RES = "results"
 LOGS = f"{RES}/logs"
 BENCH = f"{RES}/benchmarks"
+#: Threads of a training job (segmenter, stage 1, Ji et al.): cluster.train_threads.
+TRAIN_THREADS = config["cluster"]["train_threads"]
 
 # A2D ids may start with '-': shell commands always pass them as --video={wildcards.video:q}.
 VIDEO_RE = r"[A-Za-z0-9_-]+"

@@ -86,7 +86,7 @@ rule e2e_train:
         f"{LOGS}/e2e_train/{{variant}}.log",
     benchmark:
         f"{BENCH}/e2e_train/{{variant}}.tsv"
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,
@@ -117,7 +117,7 @@ rule e2e_train_zero_shot:
         f"{LOGS}/e2e_train_zero_shot/{{zs_actor}}.log",
     benchmark:
         f"{BENCH}/e2e_train_zero_shot/{{zs_actor}}.tsv"
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,

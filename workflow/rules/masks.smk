@@ -68,7 +68,7 @@ rule train_segmenter:
         f"{LOGS}/train_segmenter.log",
     benchmark:
         f"{BENCH}/train_segmenter.tsv"
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=4000 if SEG["depth"] <= 34 else 16000,
         # minutes; room for ~1 s per step (a CPU step of the default is ~0.5 s)

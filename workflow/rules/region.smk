@@ -70,7 +70,7 @@ rule region_stage1:
         f"{LOGS}/region_stage1/{{streams}}.log",
     benchmark:
         f"{BENCH}/region_stage1/{{streams}}.tsv"
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         runtime=24 * 60,
