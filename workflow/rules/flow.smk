@@ -27,7 +27,7 @@ for _suffix, _job, _vids in video_jobs():
             f"{LOGS}/flow/{_job}.log",
         benchmark:
             f"{BENCH}/flow/{_job}.tsv"
-        threads: 2
+        threads: 1
         resources:
             mem_mb=6000 if FLOW["backend"] == "ptlflow" else 1500,
             runtime=(30 if FLOW["backend"] == "ptlflow" else 10) * job_size(_vids),
