@@ -28,13 +28,13 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from pipeline.a2d.classes import NUM_ACTIONS, NUM_ACTORS
 from pipeline.e2e.backbone import (
-    PYRAMID_LEVELS, TemporalAggregation, build_pyramid_backbone, centre_frame, fuse_streams,
-    unflatten_time,
+    PYRAMID_LEVELS, TemporalAggregation, centre_frame, fuse_streams, unflatten_time,
 )
 from pipeline.e2e.heads import ActorActionRoIHeads
 from pipeline.e2e.labels import NUM_PAIR_CLASSES, check_targets, class_to_pair, pair_to_class
 from pipeline.e2e.transform import ClipBatch, ClipTransform
 from pipeline.models.norms import head_norm_layer
+from pipeline.models.pyramid import build_pyramid_backbone
 
 __all__ = ["ActorActionRCNN", "ABLATIONS", "BRANCHES", "build_e2e_model"]
 

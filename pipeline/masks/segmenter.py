@@ -17,18 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torchvision.models import resnet
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from pipeline.masks.config import A2D_NUM_CLASSES  # 1 background + the 7 A2D actors
-from pipeline.models.norms import head_norm_layer, norm_layer
+from pipeline.models.norms import head_norm_layer
+from pipeline.models.pyramid import build_pyramid_backbone
 
-#: Backbone depths and the torchvision ResNet each one builds.
-DEPTHS: dict[int, str] = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
 #: The anchor aspect ratios of torchvision's Mask R-CNN (one set per FPN level).
 ASPECT_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
 
@@ -71,35 +68,21 @@ def build_segmenter(*, depth: int, num_classes: int = A2D_NUM_CLASSES, norm: str
         input pixels, ``labels`` (N,) int64, ``scores`` (N,) float32 and ``masks``
         (N, 1, H, W) float32 probabilities pasted into the full image.
     """
-    if depth not in DEPTHS:
-        raise ValueError(f"unsupported depth {depth}; choose one of {sorted(DEPTHS)}")
     if len(anchor_sizes) != 5:
         raise ValueError(f"anchor_sizes needs one size per FPN level (5), got {list(anchor_sizes)}")
-    # What torchvision's resnet_fpn_backbone does, plus the FPN's normalisation (the extractor
-    # is the one torchvision's own maskrcnn_resnet50_fpn_v2 uses).
-    body = getattr(resnet, DEPTHS[depth])(weights=None, norm_layer=norm_layer(norm))
-    fpn_norm = head_norm_layer(norm)
-    backbone = _resnet_fpn_extractor(body, trainable_layers, norm_layer=fpn_norm)
-    if fpn_channels != backbone.out_channels:
-        # torchvision's extractor fixes 256 channels; it has frozen the same stages already
-        stage2 = body.inplanes // 8  # layer1's output channels: 64 (ResNet-18/34), 256
-        backbone = BackboneWithFPN(body, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
-                                   [stage2 * 2 ** k for k in range(4)], fpn_channels,
-                                   norm_layer=fpn_norm)
+    backbone = build_pyramid_backbone(depth, pool_level=True, trainable_layers=trainable_layers,
+                                      norm=norm, channels=fpn_channels)
     anchors = AnchorGenerator(sizes=tuple((int(s),) for s in anchor_sizes),
                               aspect_ratios=(ASPECT_RATIOS,) * len(anchor_sizes))
-    model = MaskRCNN(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size,
-                     rpn_anchor_generator=anchors, box_batch_size_per_image=rois_per_image,
-                     box_score_thresh=score_threshold,
-                     box_detections_per_img=detections_per_image)
-    if representation_size != 1024 or fpn_channels != 256:
-        model.roi_heads.box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
-        model.roi_heads.box_predictor = FastRCNNPredictor(representation_size, num_classes)
-    if mask_head_channels != 256 or norm == "gn":
-        # torchvision's default heads, narrower and/or normalised (as its v2 models); the
-        # parameter names stay those of torchvision.
-        c = mask_head_channels
-        model.roi_heads.mask_head = MaskRCNNHeads(
-            backbone.out_channels, [c] * 4, 1, norm_layer=head_norm_layer(norm))
-        model.roi_heads.mask_predictor = MaskRCNNPredictor(c, c, num_classes)
+    # torchvision's heads at the asked widths (its defaults: 1024 and 256), the mask head
+    # normalised with gn as in its v2 models; parameter names stay torchvision's
+    c = mask_head_channels
+    model = MaskRCNN(
+        backbone, num_classes=None, min_size=min_size, max_size=max_size,
+        rpn_anchor_generator=anchors, box_batch_size_per_image=rois_per_image,
+        box_score_thresh=score_threshold, box_detections_per_img=detections_per_image,
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, representation_size),
+        box_predictor=FastRCNNPredictor(representation_size, num_classes),
+        mask_head=MaskRCNNHeads(fpn_channels, [c] * 4, 1, norm_layer=head_norm_layer(norm)),
+        mask_predictor=MaskRCNNPredictor(c, c, num_classes))
     return model
