@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.cli import run_stage
 from pipeline.errors import DataError
 
 log = logging.getLogger("pipeline.claims")
@@ -218,19 +219,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="output path without suffix: writes OUT.md and OUT.csv")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        results = load_results(args.eval_dir, args.segmenter)
-        table = check(results)
-    except DataError as exc:
-        log.error("%s", exc)
-        return 1
-    write_text_atomic(args.out.with_suffix(".md"), to_markdown(table, results))
-    with atomic_path(args.out.with_suffix(".csv")) as tmp:
-        table.to_csv(tmp, index=False)
-    log.info("%s: %s", args.out.with_suffix(".md"),
-             ", ".join(f"{k} {v}" for k, v in table.verdict.value_counts().items()))
-    return 0
+    return run_stage(log, write_claims, args.eval_dir, args.segmenter, args.out)
 
+
+def write_claims(eval_dir: Path, segmenter: Path | None, out: Path) -> pd.DataFrame:
+    """Check the claims on the evaluations in ``eval_dir``; write ``out``.md and ``out``.csv.
+
+    Raises:
+        DataError: an evaluation file is missing or unreadable.
+    """
+    results = load_results(eval_dir, segmenter)
+    table = check(results)
+    write_text_atomic(out.with_suffix(".md"), to_markdown(table, results))
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%s: %s", out.with_suffix(".md"),
+             ", ".join(f"{k} {v}" for k, v in table.verdict.value_counts().items()))
+    return table
 
 if __name__ == "__main__":
     sys.exit(main())
