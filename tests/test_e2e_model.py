@@ -226,6 +226,21 @@ def test_temporal_aggregation_reduces_t_frames_with_3x1x1_stacks():
         TemporalAggregation(4, 4)
 
 
+@pytest.mark.parametrize("frames", [3, 5])
+def test_centre_init_starts_as_the_centre_frame_and_still_learns_the_context(frames):
+    """temporal_init centre: the output is the centre frame's (non-negative: ReLU between layers)
+    features, and the side taps get gradients, so the context is learnt from there."""
+    agg = TemporalAggregation(4, frames, levels=("0",), init="centre")
+    x = torch.rand(2, frames, 4, 7, 9)
+    y = agg({"0": x})["0"]
+    assert torch.equal(y, x[:, frames // 2])
+    y.square().sum().backward()
+    first = agg.convs["0"][0]
+    assert first.weight.grad[:, :, 0].abs().sum() > 0
+    with pytest.raises(ValueError, match="temporal init"):
+        TemporalAggregation(4, 3, init="zeros")
+
+
 def test_flow_is_rescaled_with_the_frames():
     model = tiny_model("full")
     images = torch.rand(1, 3, 3, 24, 32)

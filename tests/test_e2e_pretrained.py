@@ -144,7 +144,8 @@ def test_a_part_that_loads_nothing_is_an_error(tmp_path, coco_file):
 def test_pipeline_segmenter_checkpoint_initialises_the_appearance_stream(tmp_path, norm, width,
                                                                           rep):
     """Issue 11's lever: results/segmenter/model.pt (a torchvision Mask R-CNN) as e2e weights,
-    at torchvision's widths and at narrow CPU widths with GroupNorm (the embedded default)."""
+    at torchvision's widths and at narrow CPU widths with GroupNorm (the embedded default); its
+    backbone also initialises the motion stream (motion_weights: segmenter)."""
     arch = {"depth": 18, "norm": norm, "mask_head_channels": width, "fpn_channels": width,
             "representation_size": rep}
     torch.manual_seed(3)
@@ -152,14 +153,17 @@ def test_pipeline_segmenter_checkpoint_initialises_the_appearance_stream(tmp_pat
     path = tmp_path / "model.pt"
     save_model(path, seg, arch, {"steps": 1})
     model = build_e2e_model(depth=18, fpn_channels=width, representation_size=rep,
-                            norm=norm, use_flow=False, num_frames=1)
-    report = initialise(model, str(path), None, 18)
-    for part in ("appearance backbone", "appearance fpn", "rpn", "box head", "mask head"):
+                            norm=norm, use_flow=True, num_frames=1)
+    report = initialise(model, str(path), str(path), 18)  # motion_weights: segmenter, too
+    for part in ("appearance backbone", "appearance fpn", "rpn", "box head", "mask head",
+                 "motion backbone"):
         assert report.loaded[part] == report.total[part]
     assert report.reinitialised == []  # same 8 classes (bg + 7 actors)
     ours, theirs = model.state_dict(), seg.state_dict()
     for key in ("body.layer1.0.bn1.weight", "fpn.layer_blocks.0.0.weight"):
         assert torch.equal(ours[f"appearance.{key}"], theirs[f"backbone.{key}"])
+    assert torch.equal(ours["motion.body.layer4.1.conv2.weight"],
+                       theirs["backbone.body.layer4.1.conv2.weight"])
     assert torch.equal(ours["roi_heads.mask_head.0.0.weight"],
                        theirs["roi_heads.mask_head.0.0.weight"])
     if norm == "bn":

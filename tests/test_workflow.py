@@ -47,10 +47,11 @@ def test_bad_config_rejected_before_any_job(tmp_path):
     assert "Error validating config" in proc.stderr + proc.stdout
 
 
-def test_e2e_weights_segmenter_is_a_dag_edge(tmp_path):
-    """e2e_model.weights: segmenter -> train_segmenter runs before e2e_train, whose model file is
-    an input and whose config names it (the stage only sees a path)."""
-    cfg = write_config(tmp_path, e2e_model={"weights": "segmenter"})
+@pytest.mark.parametrize("key", ["weights", "motion_weights"])
+def test_e2e_weights_segmenter_is_a_dag_edge(tmp_path, key):
+    """e2e_model.weights (or motion_weights): segmenter -> train_segmenter runs before e2e_train,
+    whose model file is an input and whose config names it (the stage only sees a path)."""
+    cfg = write_config(tmp_path, e2e_model={key: "segmenter"})
     built = snakemake(tmp_path, cfg, "results/index/frames.csv")
     assert built.returncode == 0, built.stderr[-2000:]
     proc = snakemake(tmp_path, cfg, "-n", "--printshellcmds", "results/e2e/full/model.pt")
@@ -58,7 +59,7 @@ def test_e2e_weights_segmenter_is_a_dag_edge(tmp_path):
     assert "rule train_segmenter:" in proc.stdout
     train = proc.stdout[proc.stdout.index("rule e2e_train:"):]
     assert "results/segmenter/model.pt" in train.split("rule ")[1]  # its input list
-    assert '"weights":"results/segmenter/model.pt"' in train
+    assert f'"{key}":"results/segmenter/model.pt"' in train
 
 
 @pytest.mark.slow

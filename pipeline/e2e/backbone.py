@@ -17,11 +17,13 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "PYRAMID_LEVELS", "TemporalAggregation", "centre_frame", "unflatten_time", "fuse_streams",
+    "PYRAMID_LEVELS", "TEMPORAL_INITS", "TemporalAggregation", "centre_frame", "unflatten_time", "fuse_streams",
 ]
 
 #: The four pyramid levels of the paper (strides 4, 8, 16, 32), as torchvision names them.
 PYRAMID_LEVELS: tuple[str, ...] = ("0", "1", "2", "3")
+#: Initialisations of the temporal layers (see :class:`TemporalAggregation`).
+TEMPORAL_INITS: tuple[str, ...] = ("random", "centre")
 
 
 class TemporalAggregation(nn.Module):
@@ -30,18 +32,25 @@ class TemporalAggregation(nn.Module):
     Each level gets ``(T - 1) / 2`` Conv3d layers of kernel (3, 1, 1) without temporal padding
     (ReLU between them), so T frames shrink to one whose temporal receptive field is exactly the
     T-frame context window centred on the annotated frame; T = 3 is a single 3x1x1 layer, the
-    paper's setting. Weights are randomly initialised, as in the paper (section 4).
+    paper's setting.
 
     Args:
         channels: channels of every pyramid level.
         num_frames: T, odd, >= 3.
         levels: pyramid level names to aggregate.
+        init: ``"random"``: PyTorch's default Conv3d init, as in the paper (section 4: "randomly
+            initialized"). ``"centre"``: each layer starts as the identity on its centre frame
+            (zero side taps and bias; I3D-style inflation), so a model whose pyramids come from
+            a trained detector starts with the single-frame features and learns the context.
     """
 
-    def __init__(self, channels: int, num_frames: int, levels: tuple[str, ...] = PYRAMID_LEVELS) -> None:
+    def __init__(self, channels: int, num_frames: int, levels: tuple[str, ...] = PYRAMID_LEVELS,
+                 init: str = "random") -> None:
         super().__init__()
         if num_frames < 3 or num_frames % 2 == 0:
             raise ValueError(f"temporal aggregation needs an odd number of frames >= 3, got {num_frames}")
+        if init not in TEMPORAL_INITS:
+            raise ValueError(f"temporal init must be one of {TEMPORAL_INITS}, got {init!r}")
         self.num_frames = num_frames
         self.levels = levels
         depth = (num_frames - 1) // 2
@@ -51,7 +60,10 @@ class TemporalAggregation(nn.Module):
             for i in range(depth):
                 if i:
                     layers.append(nn.ReLU(inplace=True))
-                layers.append(nn.Conv3d(channels, channels, kernel_size=(3, 1, 1)))
+                conv = nn.Conv3d(channels, channels, kernel_size=(3, 1, 1))
+                if init == "centre":
+                    _centre_identity_(conv)
+                layers.append(conv)
             self.convs[level] = nn.Sequential(*layers)
 
     def forward(self, features: dict[str, Tensor]) -> OrderedDict[str, Tensor]:
@@ -64,6 +76,13 @@ class TemporalAggregation(nn.Module):
             x = self.convs[level](x.transpose(1, 2))  # (B, C, T, h, w) -> (B, C, 1, h, w)
             out[level] = x[:, :, 0]
         return out
+
+
+@torch.no_grad()
+def _centre_identity_(conv: nn.Conv3d) -> None:
+    conv.weight.zero_()
+    conv.weight[:, :, 1, 0, 0] = torch.eye(conv.out_channels, conv.in_channels)
+    conv.bias.zero_()
 
 
 def centre_frame(features: dict[str, Tensor], levels: tuple[str, ...] = PYRAMID_LEVELS) -> OrderedDict[str, Tensor]:

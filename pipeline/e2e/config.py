@@ -82,6 +82,7 @@ class E2EConfig:
     # micro-batches per step and process (gradient accumulation; batch_size stays the global
     # batch). Defaulted: configs of checkpoints written before the key existed still load.
     accumulate: int = 1
+    temporal_init: str = "random"  # "random" (paper) | "centre" (identity on the centre frame)
 
 
 def model_kwargs(cfg: E2EConfig, variant: str) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def model_kwargs(cfg: E2EConfig, variant: str) -> dict[str, Any]:
         "rpn_batch_size_per_image": cfg.rpn_batch_size_per_image,
         "box_batch_size_per_image": cfg.box_batch_size_per_image,
         "box_detections_per_img": cfg.box_detections_per_img,
-        "box_score_thresh": cfg.box_score_thresh,
+        "box_score_thresh": cfg.box_score_thresh, "temporal_init": cfg.temporal_init,
     }
     kwargs.update(ABLATIONS.get(variant, {}))  # joint_off: the full architecture
     return kwargs

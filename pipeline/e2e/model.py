@@ -238,6 +238,7 @@ def build_e2e_model(
     box_score_thresh: float = 0.05,
     box_nms_thresh: float = 0.5,
     box_detections_per_img: int = 100,
+    temporal_init: str = "random",
 ) -> ActorActionRCNN:
     """Build the model (random weights) from plain arguments.
 
@@ -262,6 +263,7 @@ def build_e2e_model(
         rpn_pre_nms_top_n, rpn_post_nms_top_n: (train, test) proposal counts.
         rpn_batch_size_per_image, box_batch_size_per_image: sampled anchors / RoIs per frame.
         box_score_thresh, box_nms_thresh, box_detections_per_img: detection post-processing.
+        temporal_init: ``random`` (the paper) or ``centre`` (:class:`TemporalAggregation`).
     """
     if pair_classes and (use_flow or num_frames != 1):
         raise ValueError("the pair-class baseline is single-frame RGB: set num_frames=1, use_flow=False")
@@ -293,8 +295,9 @@ def build_e2e_model(
             motion = build_pyramid_backbone(depth, pool_level=False, trainable_layers=trainable_layers,
                                             norm=norm, channels=fpn_channels)
         if num_frames > 1:
-            temporal_a = TemporalAggregation(channels, num_frames)
-            temporal_m = TemporalAggregation(channels, num_frames) if use_flow else None
+            temporal_a = TemporalAggregation(channels, num_frames, init=temporal_init)
+            temporal_m = TemporalAggregation(channels, num_frames, init=temporal_init) \
+                if use_flow else None
         fused = channels * (2 if use_flow else 1)
         action_parts = (MultiScaleRoIAlign(levels, 7, 2), TwoMLPHead(fused * 7 * 7, representation_size),
                         nn.Linear(representation_size, 1 + NUM_ACTIONS))

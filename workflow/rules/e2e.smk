@@ -26,16 +26,18 @@ wildcard_constraints:
     zs_actor="|".join(ZS_ACTORS),
 
 
-# e2e_model.weights "segmenter": start from the Mask R-CNN trained here (rule train_segmenter);
-# the stage only ever sees a path, the model file, which is also an input of the training.
-E2E_FROM_SEGMENTER = E2E.get("weights") == "segmenter"
+# e2e_model.weights / motion_weights "segmenter": start from the Mask R-CNN trained here (rule
+# train_segmenter; the motion stream takes its backbone); the stage only ever sees a path, the
+# model file, which is also an input of the training.
+E2E_SEGMENTER_KEYS = [k for k in ("weights", "motion_weights") if E2E.get(k) == "segmenter"]
+E2E_FROM_SEGMENTER = bool(E2E_SEGMENTER_KEYS)
 SEGMENTER_MODEL = f"{RES}/segmenter/model.pt"
 
 
 def e2e_train_cfg():
     train = {k: v for k, v in E2E.items() if k not in E2E_INFERENCE_KEYS}
-    if E2E_FROM_SEGMENTER:
-        train["weights"] = SEGMENTER_MODEL
+    for key in E2E_SEGMENTER_KEYS:
+        train[key] = SEGMENTER_MODEL
     return json.dumps(train, sort_keys=True, separators=(",", ":"))
 
 
