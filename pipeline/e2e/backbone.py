@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "PYRAMID_LEVELS", "TEMPORAL_INITS", "TemporalAggregation", "centre_frame", "unflatten_time", "fuse_streams",
+    "PYRAMID_LEVELS", "TEMPORAL_INITS", "TemporalAggregation", "centre_frame", "unflatten_time",
+    "fuse_streams",
 ]
 
 #: The four pyramid levels of the paper (strides 4, 8, 16, 32), as torchvision names them.
