@@ -114,6 +114,19 @@ def test_whole_pipeline_ends_in_metrics_and_report(tmp_path):
     for upstream in ("rule synth", "rule frames", "rule flow", "rule train_segmenter",
                      "rule region_stage1"):
         assert upstream not in out, upstream
+    # a key of the region back-end re-runs stage 2 and the region predictions only: stage 1,
+    # the feature cache and the baseline do not read it (on A2D stage 1 is 20000 steps)
+    region = TINY_STAGES["region_model"]
+    cfg3 = write_config(tmp_path, **{**TINY_STAGES, "cluster": {"videos_per_job": 3},
+                                     "region_model": {**region, "stage2": {
+                                         **region["stage2"], "iterations": 3}}})
+    proc = snakemake(tmp_path, cfg3, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "rule region_stage2" in out and "rule predict_region" in out
+    for upstream in ("rule region_stage1", "rule region_features", "rule predict_baseline",
+                     "rule train_segmenter", "rule e2e_train"):
+        assert upstream not in out, upstream
 
     # Snakemake's own report of the run holds the flagged tables, figures, evaluations and page
     import zipfile

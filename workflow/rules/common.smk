@@ -27,10 +27,14 @@ wildcard_constraints:
     video=VIDEO_RE,
 
 
-def cfg_json(name):
+def cfg_json(name, without=()):
     """Config section `name` as canonical JSON: passed to a stage as --config-json, and a
-    params entry, so a config change re-runs exactly the stages that read that section."""
-    return json.dumps(config[name], sort_keys=True, separators=(",", ":"))
+    params entry, so a config change re-runs exactly the stages that read that section.
+    `without`: top-level keys of the section that the stage does not read. They are left out,
+    so that changing them re-runs only the stages that read them; the stage takes their
+    schema defaults, which it never uses."""
+    section = {k: v for k, v in config[name].items() if k not in without}
+    return json.dumps(section, sort_keys=True, separators=(",", ":"))
 
 
 def code(module):

@@ -62,7 +62,8 @@ rule train_segmenter:
         metrics=f"{RES}/segmenter/metrics.json",
         losses=f"{RES}/segmenter/losses.csv",
     params:
-        cfg=cfg_json("segmenter"),
+        # the checkpoint keys name the weights of masks.source = checkpoint, not this training
+        cfg=cfg_json("segmenter", without=("checkpoint", "checkpoint_class_map")),
         code=code("pipeline.masks.train"),
     log:
         f"{LOGS}/train_segmenter.log",

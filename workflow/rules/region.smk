@@ -14,6 +14,9 @@ REGION_GPU = 0 if REGION["device"] == "cpu" else 1
 STAGE1_GPUS = train_gpus(REGION["device"], REGION["stage1"]["batch_size"])
 STAGE2_GPUS = train_gpus(REGION["device"], REGION["stage2"]["batch_size"])
 _SRC = "(?:model|checkpoint|gt)"
+# Keys only the region back-end reads: changing them re-runs stage 2 and the region model's
+# predictions, not stage 1, the feature cache or the baseline (on A2D, 20000 stage-1 steps).
+REGION_BACKEND_KEYS = ("stage2", "region_head")
 
 
 wildcard_constraints:
@@ -64,7 +67,7 @@ rule region_stage1:
         png=f"{RM}/{{streams}}/stage1_loss.png",
     params:
         flow=flow_dir_arg,
-        cfg=cfg_json("region_model"),
+        cfg=cfg_json("region_model", without=REGION_BACKEND_KEYS),
         code=code("pipeline.region.train_baseline"),
     log:
         f"{LOGS}/region_stage1/{{streams}}.log",
@@ -103,7 +106,7 @@ for _suffix, _job, _vids in video_jobs():
             videos=job_args(_vids, ("--video", "{video}"),
                             ("--out", f"{RM}/{{streams}}/features/{{video}}.h5")),
             flow=flow_dir_arg,
-            cfg=cfg_json("region_model"),
+            cfg=cfg_json("region_model", without=REGION_BACKEND_KEYS),
             code=code("pipeline.region.features"),
         log:
             f"{LOGS}/region_features/{{streams}}/{_job}.log",
@@ -189,7 +192,7 @@ for _suffix, _job, _vids in video_jobs("test"):
                             ("--out", f"{RES}/predictions/baseline_{{streams}}/{{video}}.h5"),
                             ("--png-dir", f"{RES}/predictions/baseline_{{streams}}/png/{{video}}")),
             flow=flow_dir_arg,
-            cfg=cfg_json("region_model"),
+            cfg=cfg_json("region_model", without=REGION_BACKEND_KEYS),
             code=code("pipeline.region.predict"),
         log:
             f"{LOGS}/predict_baseline/{{streams}}/{_job}.log",
