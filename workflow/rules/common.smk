@@ -27,13 +27,15 @@ wildcard_constraints:
     video=VIDEO_RE,
 
 
-def cfg_json(name, without=()):
+def cfg_json(name, without=(), replace=None):
     """Config section `name` as canonical JSON: passed to a stage as --config-json, and a
     params entry, so a config change re-runs exactly the stages that read that section.
     `without`: top-level keys of the section that the stage does not read. They are left out,
     so that changing them re-runs only the stages that read them; the stage takes their
-    schema defaults, which it never uses."""
+    schema defaults, which it never uses. `replace`: top-level keys given other values (e.g.
+    a DAG-made file's path for a symbolic config value)."""
     section = {k: v for k, v in config[name].items() if k not in without}
+    section.update(replace or {})
     return json.dumps(section, sort_keys=True, separators=(",", ":"))
 
 

@@ -35,10 +35,8 @@ SEGMENTER_MODEL = f"{RES}/segmenter/model.pt"
 
 
 def e2e_train_cfg():
-    train = {k: v for k, v in E2E.items() if k not in E2E_INFERENCE_KEYS}
-    for key in E2E_SEGMENTER_KEYS:
-        train[key] = SEGMENTER_MODEL
-    return json.dumps(train, sort_keys=True, separators=(",", ":"))
+    return cfg_json("e2e_model", without=E2E_INFERENCE_KEYS,
+                    replace={key: SEGMENTER_MODEL for key in E2E_SEGMENTER_KEYS})
 
 
 def e2e_uses_flow(variant):
