@@ -198,6 +198,35 @@ def test_complement_context_leaves_region_pixels_to_the_regions():
         RegionHead(24, 8, context_region="everywhere")
 
 
+def test_binarize_gives_a_soft_region_its_pixels_back_from_the_context():
+    """A soft mask (0.3 / 0.7): with probabilities the complement context (0.7 / 0.3 there)
+    competes on the region's pixels; binarized at 0.5 the region alone labels m >= 0.5 and the
+    context alone the rest. Equal to the soft head on an already-binary mask."""
+    torch.manual_seed(0)
+    features = torch.randn(1, 24, 6, 8)
+    boxes = torch.tensor([[4.0, 6.0, 40.0, 30.0]])
+    soft = torch.zeros(1, H, W)
+    soft[0, 6:30, 4:40] = 0.3
+    soft[0, 10:26, 10:34] = 0.7
+    head = RegionHead(24, 8, pool_size=3, hidden_dim=32)
+    binar = RegionHead(24, 8, pool_size=3, hidden_dim=32, binarize=0.5)
+    binar.load_state_dict(head.state_dict())
+    scores = head.region_scores(features, [(boxes, soft)], (H, W))[0]  # region, context
+    out = binar(features, [(boxes, soft)], (H, W))[0]
+    torch.testing.assert_close(out[:, soft[0] >= 0.5], scores[0][:, None].expand(8, 16 * 24))
+    low = soft[0] < 0.5
+    torch.testing.assert_close(out[:, low], scores[1][:, None].expand(8, int(low.sum())))
+    # With probabilities the 0.7 pixels take the max of the region (log 0.7) and context (log 0.3).
+    expected = torch.maximum(scores[0] + math.log(0.7), scores[1] + math.log(0.3))
+    pix = head(features, [(boxes, soft)], (H, W))[0][:, soft[0] == 0.7]
+    torch.testing.assert_close(pix, expected[:, None].expand_as(pix))
+    hard = (soft >= 0.5).float()
+    torch.testing.assert_close(binar(features, [(boxes, soft)], (H, W)),
+                               head(features, [(boxes, hard)], (H, W)))
+    with pytest.raises(ValueError, match="binarize"):
+        RegionHead(24, 8, binarize=0.0)
+
+
 def test_one_label_per_region():
     """The paper's point: all pixels of one region (mask 1, no competing region) agree."""
     torch.manual_seed(1)

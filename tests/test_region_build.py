@@ -11,7 +11,12 @@ import torchvision
 
 from pipeline.config import stage_config
 from pipeline.errors import DataError
-from pipeline.region.build import build_stage1_model, load_checkpoint, save_checkpoint
+from pipeline.region.build import (
+    build_stage1_model,
+    build_stage2_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pipeline.region.config import RegionConfig
 
 
@@ -64,3 +69,23 @@ def test_wrong_stage_and_foreign_files(tmp_path):
                path)
     with pytest.raises(ValueError, match="expected a 'stage1' checkpoint, found 'stage2'"):
         load_checkpoint(path, "stage1")
+
+
+@pytest.mark.parametrize("binarize", [None, 0.5])
+def test_stage2_checkpoint_keeps_the_mask_binarization(tmp_path, binarize):
+    cfg = stage_config(RegionConfig, "region_model",
+                       {"region_head": {"pool_size": 3, "hidden_dim": 16,
+                                        "binarize_masks": binarize}})
+    model = build_stage2_model(cfg, 12)
+    assert model.actor_head.binarize == binarize and model.action_head.binarize == binarize
+    path = tmp_path / "stage2.pt"
+    save_checkpoint(path, model, cfg, stage="stage2", streams="rgbflow", in_channels=12)
+    _, _, loaded = load_checkpoint(path, "stage2")
+    assert build_stage2_model(loaded, 12).actor_head.binarize == binarize
+    # A checkpoint written before the key existed keeps the probabilities it was trained with.
+    obj = torch.load(path, weights_only=True)
+    old = json.loads(obj["meta"]["config_json"])
+    del old["region_head"]["binarize_masks"]
+    obj["meta"]["config_json"] = json.dumps(old)
+    torch.save(obj, path)
+    assert load_checkpoint(path, "stage2")[2].region_head.binarize_masks is None

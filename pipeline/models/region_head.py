@@ -105,6 +105,11 @@ class RegionHead(nn.Module):
             (module docstring); ``"none"`` adds no region.
         sampling_ratio: roi_align samples per bin side (ignored by roi_pool).
         mask_threshold: passed to :func:`~pipeline.models.region_to_pixel.region_to_pixel`.
+        binarize: None keeps the masks' probabilities (Eq. 2's ``m_ij``); a threshold t makes
+            every region mask ``m_ij >= t`` (0/1) before pooling, the context mask and Eq. 2,
+            as instance segmenters' masks are used downstream (Mask R-CNN, FCIS: t = 0.5).
+            A soft mask of probability 0.4 otherwise lets the context region (mask 0.6 there)
+            compete with the region on its own pixels.
 
     The FC layers dominate the parameter count: ``in_channels * pool_size**2 * hidden_dim``
     (4096 * 49 * 1024 = 205 M for two ResNet-101 streams): reduce the front-end channels
@@ -124,8 +129,11 @@ class RegionHead(nn.Module):
         context_region: str = "complement",
         sampling_ratio: int = 2,
         mask_threshold: float = 0.0,
+        binarize: float | None = None,
     ) -> None:
         super().__init__()
+        if binarize is not None and not 0.0 < binarize <= 1.0:
+            raise ValueError(f"binarize must be None or a threshold in (0, 1], got {binarize}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         if context_region not in CONTEXT_MODES:
@@ -138,6 +146,7 @@ class RegionHead(nn.Module):
         self.context_region = context_region
         self.sampling_ratio = sampling_ratio
         self.mask_threshold = mask_threshold
+        self.binarize = binarize
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * pool_size * pool_size
         for _ in range(num_fc):
@@ -157,6 +166,11 @@ class RegionHead(nn.Module):
         h, w = image_size
         frame = boxes.new_tensor([[0.0, 0.0, float(w), float(h)]])
         return torch.cat([boxes, frame])
+
+    def _masks(self, masks: Tensor, dtype: torch.dtype) -> Tensor:
+        """Region masks as used by this head: probabilities, or 0/1 when ``binarize`` is set."""
+        masks = masks.to(dtype)
+        return masks if self.binarize is None else (masks >= self.binarize).to(dtype)
 
     def region_scores(
         self,
@@ -204,7 +218,7 @@ class RegionHead(nn.Module):
             # roi_align over a "batch" of N one-channel masks: region i reads its own mask.
             rois = torch.cat([torch.arange(n, dtype=dtype, device=masks.device)[:, None],
                               image_boxes[:n]], dim=1)
-            bins.append(roi_align(masks[:, None].to(dtype), rois, self.pool_size, 1.0,
+            bins.append(roi_align(self._masks(masks, dtype)[:, None], rois, self.pool_size, 1.0,
                                   self.sampling_ratio, aligned=True))
             # Context region: pooled over the whole frame in both modes (its features are
             # the frame's context; its mask decides only which pixels it may label).
@@ -235,7 +249,7 @@ class RegionHead(nn.Module):
         scores = self.region_scores(features, regions, image_size, spatial_scale)
         pixels = []
         for (_, masks), image_scores in zip(regions, scores):
-            masks = resize_masks(masks.to(features.dtype), size)
+            masks = self._masks(resize_masks(masks.to(features.dtype), size), features.dtype)
             if self.context_region != "none":
                 masks = torch.cat([masks, context_mask(masks, self.context_region)])
             pixels.append(region_to_pixel(image_scores, masks, mask_threshold=self.mask_threshold))
@@ -287,6 +301,7 @@ def build_region_segmenter(
     dropout: float = 0.0,
     context_region: str = "complement",
     mask_threshold: float = 0.0,
+    binarize: float | None = None,
 ) -> RegionSegmenter:
     """The region back-end on ``in_channels`` fused features (``frontend.out_channels``);
     arguments as in :class:`RegionHead`, shared by the actor and action heads."""
@@ -294,7 +309,7 @@ def build_region_segmenter(
         return RegionHead(
             in_channels, num_classes, pool_size=pool_size, pooling=pooling,
             mask_pooling=mask_pooling, hidden_dim=hidden_dim, num_fc=num_fc, dropout=dropout,
-            context_region=context_region, mask_threshold=mask_threshold,
+            context_region=context_region, mask_threshold=mask_threshold, binarize=binarize,
         )
 
     return RegionSegmenter(head(1 + NUM_ACTORS), head(1 + NUM_ACTIONS))

@@ -52,7 +52,7 @@ def build_stage2_model(cfg: RegionConfig, in_channels: int) -> RegionSegmenter:
     return build_region_segmenter(
         in_channels, pool_size=rh.pool_size, pooling=POOLING[rh.pooling],
         mask_pooling=rh.mask_pooling, hidden_dim=rh.hidden_dim, num_fc=rh.num_fc,
-        dropout=rh.dropout, context_region=rh.context_region,
+        dropout=rh.dropout, context_region=rh.context_region, binarize=rh.binarize_masks,
     )
 
 

@@ -36,6 +36,9 @@ class RegionHeadConfig:
     dropout: float
     context_region: str  # "complement" | "frame" | "none": mask of the whole-frame region
     output_stride: int  # region-to-pixel resolution: input size / output_stride
+    # None: mask probabilities in Eq. 2; t: masks >= t become 1, the rest 0 (defaulted: configs
+    # of checkpoints written before the key existed still load)
+    binarize_masks: float | None = None
 
 
 @dataclass(frozen=True)
