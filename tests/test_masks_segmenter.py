@@ -50,6 +50,17 @@ def test_builds_and_runs_on_odd_sized_images(depth):
         assert o["masks"].shape == (n, 1, h, w)
 
 
+@pytest.mark.parametrize("mode, kept", [("train", 7), ("eval", 5)])
+def test_rpn_keeps_the_asked_proposals_in_training_and_inference(mode, kept):
+    model = small_segmenter(rpn_pre_nms_top_n=(9, 6), rpn_post_nms_top_n=(7, 5))
+    getattr(model, mode)()
+    targets = [one_instance_target(37, 53)] if mode == "train" else None
+    images, targets = model.transform([torch.rand(3, 37, 53)], targets)
+    with torch.no_grad():
+        proposals, _ = model.rpn(images, model.backbone(images.tensors), targets)
+    assert len(proposals[0]) == kept  # random weights: NMS leaves more than 7 of 5 x 9 boxes
+
+
 def test_unknown_depth_and_norm_are_rejected():
     with pytest.raises(ValueError, match="depth"):
         build_segmenter(depth=42)
@@ -115,11 +126,13 @@ def test_file_without_state_dict_names_its_keys(tmp_path):
 
 
 def test_model_file_round_trip_gives_the_same_predictions(tmp_path):
-    model = small_segmenter().eval()
-    arch = {"depth": 18, "num_classes": 8, "norm": "gn", **SMALL}
+    rpn = {"rpn_pre_nms_top_n": [600, 300], "rpn_post_nms_top_n": [300, 100]}
+    model = small_segmenter(**rpn).eval()
+    arch = {"depth": 18, "num_classes": 8, "norm": "gn", **SMALL, **rpn}
     save_model(tmp_path / "model.pt", model, arch, {"iterations": 0})
     loaded, got_arch = load_segmenter(tmp_path / "model.pt")
     assert got_arch["depth"] == 18 and got_arch["mask_head_channels"] == 16
+    assert loaded.rpn._post_nms_top_n == {"training": 300, "testing": 100}
     x = [torch.rand(3, 37, 53)]
     for m in (model, loaded):
         set_postprocessing(m, 0.0, 5)

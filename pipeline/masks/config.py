@@ -58,6 +58,8 @@ class SegmenterConfig:
     # short sides a training frame is resized to, one drawn per image (multi-scale training);
     # empty = min_size only. Inference always uses min_size.
     train_sizes: tuple[int, ...] = ()
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)   # (train, test), torchvision's
+    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)  # (train, test), torchvision's
 
     def arch(self) -> dict[str, Any]:
         """The ``build_segmenter`` arguments of the network this section trains."""
@@ -67,7 +69,9 @@ class SegmenterConfig:
                 "rois_per_image": self.rois_per_image,
                 "mask_head_channels": self.mask_head_channels,
                 "fpn_channels": self.fpn_channels,
-                "representation_size": self.representation_size}
+                "representation_size": self.representation_size,
+                "rpn_pre_nms_top_n": list(self.rpn_pre_nms_top_n),
+                "rpn_post_nms_top_n": list(self.rpn_post_nms_top_n)}
 
     def inference_defaults(self) -> dict[str, Any]:
         """Image size and anchors for a checkpoint that does not carry its own architecture."""

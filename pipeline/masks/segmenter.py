@@ -35,6 +35,8 @@ def build_segmenter(*, depth: int, num_classes: int = A2D_NUM_CLASSES, norm: str
                     anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
                     rois_per_image: int = 512, mask_head_channels: int = 256,
                     fpn_channels: int = 256, representation_size: int = 1024,
+                    rpn_pre_nms_top_n: Sequence[int] = (2000, 1000),
+                    rpn_post_nms_top_n: Sequence[int] = (2000, 1000),
                     score_threshold: float = 0.05, detections_per_image: int = 100) -> MaskRCNN:
     """Build a Mask R-CNN with a ResNet-``depth`` FPN backbone and random weights.
 
@@ -60,6 +62,9 @@ def build_segmenter(*, depth: int, num_classes: int = A2D_NUM_CLASSES, norm: str
             of the RoI features the box and mask heads read.
         representation_size: width of the box head's two fully connected layers (torchvision:
             1024); its first layer reads ``fpn_channels`` x 7 x 7 features per RoI.
+        rpn_pre_nms_top_n, rpn_post_nms_top_n: (train, test) RPN proposals kept per level
+            before NMS and per image after it (torchvision: (2000, 1000) both). (600, 300) in
+            training still leaves ~5x the sampled RoIs to choose from.
         score_threshold, detections_per_image: inference post-processing of the box head.
 
     Returns:
@@ -79,7 +84,11 @@ def build_segmenter(*, depth: int, num_classes: int = A2D_NUM_CLASSES, norm: str
     c = mask_head_channels
     model = MaskRCNN(
         backbone, num_classes=None, min_size=min_size, max_size=max_size,
-        rpn_anchor_generator=anchors, box_batch_size_per_image=rois_per_image,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=int(rpn_pre_nms_top_n[0]),
+        rpn_pre_nms_top_n_test=int(rpn_pre_nms_top_n[1]),
+        rpn_post_nms_top_n_train=int(rpn_post_nms_top_n[0]),
+        rpn_post_nms_top_n_test=int(rpn_post_nms_top_n[1]), box_batch_size_per_image=rois_per_image,
         box_score_thresh=score_threshold, box_detections_per_img=detections_per_image,
         box_head=TwoMLPHead(fpn_channels * 7 * 7, representation_size),
         box_predictor=FastRCNNPredictor(representation_size, num_classes),
