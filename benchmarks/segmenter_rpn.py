@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=12, help="rounds (the first is warm-up)")
     args = parser.parse_args()
     print(machine_facts(f", torch {torch.__version__}, threads {torch.get_num_threads()}"))
+    # not weights.load_segmenter: it builds for inference (trainable_layers 0), and a frozen
+    # backbone would leave its backward pass out of the timed step
     obj = load_file(args.weights)
     model = build_segmenter(**dict(obj["arch"]))
     model.load_state_dict(state_dict_of(obj, args.weights))
